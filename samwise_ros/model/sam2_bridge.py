@@ -1,0 +1,82 @@
+"""SAM2 from the `sam2` package, with the two hooks SAMWISE needs.
+
+- `PromptTokenHook` appends the text (and motion) prompt tokens to the sparse prompt that
+  `sam2`'s prompt encoder returns, so `SAM2Base._forward_sam_heads` runs unchanged.
+- `EarlyPointerHook` reads the query states after the first two-way block of the mask decoder's
+  transformer: the mask-token-0 row is the CME's early object pointer.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from .config import SamwiseConfig
+
+
+def build_sam2_base(config: SamwiseConfig) -> nn.Module:
+    """SAM2Base from a config shipped in `sam2`, without the video predictor's post-processing options."""
+    from sam2.build_sam import build_sam2  # importing sam2 initialises its hydra config module
+
+    # apply_postprocessing=False: the release does not use dynamic multimask-via-stability.
+    return build_sam2(
+        config.sam2_config,
+        ckpt_path=None,
+        device="cpu",
+        mode="eval",
+        hydra_overrides_extra=config.hydra_overrides(),
+        apply_postprocessing=False,
+    )
+
+
+class PromptTokenHook:
+    """Forward hook on the prompt encoder: sparse [B, N, C] -> [B, N + k, C] with the extra tokens."""
+
+    def __init__(self, prompt_encoder: nn.Module):
+        self._tokens: Tensor | None = None
+        self._handle = prompt_encoder.register_forward_hook(self._append)
+
+    @contextmanager
+    def appended(self, tokens: Tensor) -> Iterator[None]:
+        """Within the block, every prompt-encoder call returns `tokens` ([B, k, C]) after its own."""
+        self._tokens = tokens
+        try:
+            yield
+        finally:
+            self._tokens = None
+
+    def _append(self, module: nn.Module, inputs: tuple, output: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        if self._tokens is None:
+            return output
+        sparse, dense = output
+        return torch.cat([sparse, self._tokens.to(sparse.dtype)], dim=1), dense
+
+    def remove(self) -> None:
+        self._handle.remove()
+
+
+class EarlyPointerHook:
+    """Forward hook on the decoder transformer's first two-way block; keeps mask token 0's query state."""
+
+    def __init__(self, mask_decoder: nn.Module):
+        # decoder tokens: [obj_score (if predicted), iou, mask tokens..., prompt tokens...]
+        self._mask_token_row = 2 if mask_decoder.pred_obj_scores else 1
+        self.early_obj_ptr: Tensor | None = None
+        self._handle = mask_decoder.transformer.layers[0].register_forward_hook(self._capture)
+
+    def _capture(self, module: nn.Module, inputs: tuple, output: tuple[Tensor, Tensor]) -> None:
+        queries, _keys = output
+        self.early_obj_ptr = queries[:, self._mask_token_row]  # [B, C]
+
+    def pop(self) -> Tensor:
+        """The pointer of the last decoder call (and forget it, so a stale value is never reused)."""
+        if self.early_obj_ptr is None:
+            raise RuntimeError("the mask decoder has not run since the last early pointer was read")
+        value, self.early_obj_ptr = self.early_obj_ptr, None
+        return value
+
+    def remove(self) -> None:
+        self._handle.remove()

@@ -1,0 +1,393 @@
+"""SAMWISE: a frozen SAM2 and a frozen text encoder fused by CMT adapters, with a CME on the memory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from sam2.modeling.sam2_utils import MLP
+from torch import Tensor, nn
+
+from .adapter import CMTAdapter
+from . import checkpoint as ckpt
+from .cme import ConditionalMemoryEncoder, cme_should_run, reweight_memory_logits
+from .config import SamwiseConfig
+from .memory import MemoryBank, MemoryEntry, StreamMemory
+from .sam2_bridge import EarlyPointerHook, PromptTokenHook, build_sam2_base
+from .text_encoder import build_text_encoder
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+# Names of the modules trained on top of the frozen SAM2 and text encoder (the release's rule).
+TRAINABLE_PREFIXES = ("adapters.", "cme.", "text_prompt.")
+
+VerbTagger = Callable[[str], Sequence[tuple[int, int]]]  # text -> character spans of its verbs
+
+
+@dataclass
+class TextQuery:
+    """A tokenised referring expression (batch of one)."""
+
+    text: str
+    input_ids: Tensor  # [1, L]
+    attention_mask: Tensor  # [1, L]
+    verb_tokens: Tensor | None = None  # [1, L] bool, for the motion prompt
+
+    def to(self, device: torch.device | str) -> "TextQuery":
+        verbs = None if self.verb_tokens is None else self.verb_tokens.to(device)
+        return TextQuery(self.text, self.input_ids.to(device), self.attention_mask.to(device), verbs)
+
+
+@dataclass
+class ClipFeatures:
+    """Backbone output of one clip: SAM2's flattened feature levels plus the fused text state."""
+
+    vision_feats: list[Tensor]  # per level [H*W, T, C], highest resolution first
+    vision_pos: list[Tensor]  # per level [H*W, T, C]
+    feat_sizes: list[tuple[int, int]]
+    text_state: Tensor  # [T, C_text], the sentence state (repeated per frame)
+    motion_state: Tensor | None  # [T, k, C_text] verb-token states (k = 0 or 1)
+
+    @property
+    def num_frames(self) -> int:
+        return self.text_state.shape[0]
+
+    def frame_feats(self, index: int) -> list[Tensor]:
+        return [level[:, index : index + 1] for level in self.vision_feats]
+
+    def frame_pos(self, index: int) -> list[Tensor]:
+        return [level[:, index : index + 1] for level in self.vision_pos]
+
+    def high_res_feats(self, index: int) -> list[Tensor]:
+        """The two higher-resolution levels of one frame as [1, C, H, W] maps, for the mask decoder."""
+        return [
+            level.permute(1, 2, 0).reshape(1, -1, *size)
+            for level, size in zip(self.frame_feats(index)[:-1], self.feat_sizes[:-1])
+        ]
+
+
+@dataclass
+class FrameDecoding:
+    """One pass of SAM2's heads on one frame."""
+
+    low_res_logits: Tensor  # [1, 1, S/4, S/4]; forced to -1024 when no object is predicted
+    high_res_logits: Tensor  # [1, 1, S, S]
+    obj_ptr: Tensor  # [1, C]
+    early_obj_ptr: Tensor  # [1, C], raw mask-token state after the decoder's first two-way block
+    object_score_logits: Tensor  # [1, 1]
+    iou: Tensor  # [1, 1]
+
+
+@dataclass
+class FrameOutput:
+    """What the clip forward returns for one frame."""
+
+    frame_index: int
+    low_res_logits: Tensor  # [1, 1, S/4, S/4]
+    object_score_logits: Tensor  # [1, 1]
+    cme_logits: Tensor | None  # [1, 2] when the CME ran on this frame
+    cme_switched: bool
+    memory_logits: Tensor  # [1, 1, S, S], what was written to the memory
+
+
+class Samwise(nn.Module):
+    """The SAMWISE network. Pure torch: no ROS, no file formats (see checkpoint.py for those)."""
+
+    def __init__(self, config: SamwiseConfig, tokenizer=None, verb_tagger: VerbTagger | None = None):
+        super().__init__()
+        self.config = config
+        self.tokenizer = tokenizer
+        self.verb_tagger = verb_tagger
+        self.sam = build_sam2_base(config)
+        self.text_encoder = build_text_encoder(config.text_encoder_type, config.text_encoder)
+        trunk = self.sam.image_encoder.trunk
+        self._check_segments(trunk)
+
+        stage_dims = [trunk.blocks[end].dim_out for end in trunk.stage_ends]
+        hidden = self.sam.hidden_dim
+        text_dim = self.text_encoder.hidden_size
+        self.adapters = nn.ModuleList(
+            CMTAdapter(
+                vis_dim=stage_dims[stage],
+                text_dim=text_dim,
+                dim=config.adapter_dim,
+                num_heads=config.adapter_heads,
+                patch_size=config.hsa_patch_size(k),
+                use_hsa=config.use_hsa,
+            )
+            for k, stage in enumerate(config.fusion_stages)
+        )
+        # The release's 3-layer MLPs live inside its vendored prompt encoder; here they sit beside sam2's.
+        self.text_prompt = MLP(text_dim, hidden, hidden, 3)
+        self.motion_prompt = MLP(text_dim, hidden, hidden, 3) if config.motion_prompt else None
+        # Always built (the release always has it); config.use_cme decides whether it runs.
+        self.cme = ConditionalMemoryEncoder(hidden)
+
+        self._prompt_hook = PromptTokenHook(self.sam.sam_prompt_encoder)
+        self._early_pointer = EarlyPointerHook(self.sam.sam_mask_decoder)
+        self.precision = "fp32"  # compute precision for callers that autocast (the weights stay float32)
+
+    # ---- construction from files ----------------------------------------------------------------
+
+    @classmethod
+    def from_official_checkpoint(cls, path, tokenizer=None, device="cpu", dtype="fp32",
+                                 verb_tagger: VerbTagger | None = None) -> "Samwise":
+        """A released SAMWISE `.pth` (read without executing pickled code); `tokenizer`: a directory
+        with the RoBERTa tokenizer files, or a tokenizer object."""
+        data = ckpt.read_checkpoint_file(path)
+        config = ckpt.config_from_official(data.get("args"), data["model"])
+        model = cls(config, ckpt.load_tokenizer(tokenizer, config.text_encoder_type), verb_tagger)
+        ckpt.load_state_strict(model, ckpt.convert_official_state_dict(data["model"]), f"checkpoint {path}")
+        return model.prepare(device, dtype)
+
+    @classmethod
+    def from_pretrained(cls, sam2_checkpoint, text_encoder, config: SamwiseConfig | None = None,
+                        device="cpu", dtype="fp32", verb_tagger: VerbTagger | None = None) -> "Samwise":
+        """Fresh adapters, prompt MLP and CME on a SAM2 `.pt` and a transformers text-encoder directory
+        (its tokenizer files are used when present), frozen as for training."""
+        kind, text_config, weights = ckpt.read_text_encoder(text_encoder)
+        base = config or SamwiseConfig.official()
+        config = SamwiseConfig.from_dict({**base.to_dict(), "text_encoder_type": kind, "text_encoder": text_config})
+        tokenizer = ckpt.load_tokenizer(text_encoder, kind) if ckpt.has_tokenizer_files(Path(text_encoder)) else None
+        model = cls(config, tokenizer, verb_tagger)
+        sam_state = ckpt.read_checkpoint_file(sam2_checkpoint)["model"]
+        ckpt.load_state_strict(model.sam, sam_state, f"SAM2 checkpoint {sam2_checkpoint}")
+        ckpt.load_state_strict(model.text_encoder.model, weights, f"text encoder {text_encoder}")
+        model.freeze_for_training()
+        return model.prepare(device, dtype)
+
+    def save(self, directory) -> Path:
+        """This package's format: model.safetensors, samwise_config.json and the tokenizer files."""
+        return ckpt.save_directory(self, directory)
+
+    @classmethod
+    def load(cls, directory, device="cpu", dtype="fp32", verb_tagger: VerbTagger | None = None) -> "Samwise":
+        config, state, directory = ckpt.read_directory(directory)
+        tokenizer = ckpt.load_tokenizer(directory, config.text_encoder_type) if ckpt.has_tokenizer_files(directory) else None
+        model = cls(config, tokenizer, verb_tagger)
+        ckpt.load_state_strict(model, state, f"model directory {directory}")
+        return model.prepare(device, dtype)
+
+    def prepare(self, device="cpu", dtype="fp32") -> "Samwise":
+        """Move to `device`, set the compute precision, switch to inference mode."""
+        if dtype not in PRECISIONS:
+            raise ValueError(f"dtype must be one of {PRECISIONS}, got {dtype!r}")
+        self.precision = dtype
+        return self.to(device).eval()
+
+    def _check_segments(self, trunk: nn.Module) -> None:
+        boundaries = self.config.text_layer_boundaries
+        if len(boundaries) != len(trunk.stage_ends) + 1 or boundaries[-1] != self.text_encoder.num_layers:
+            raise ValueError(
+                f"text layer boundaries {boundaries} must give one segment per Hiera stage "
+                f"({len(trunk.stage_ends)}) and end at the text encoder's {self.text_encoder.num_layers} layers"
+            )
+        if max(self.config.fusion_stages) >= len(trunk.stage_ends):
+            raise ValueError(f"fusion_stages {self.config.fusion_stages} exceed the {len(trunk.stage_ends)} stages")
+
+    # ---- sizes ------------------------------------------------------------------------------
+
+    @property
+    def image_size(self) -> int:
+        return self.sam.image_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.sam.no_mem_embed.device
+
+    def new_stream_memory(self) -> StreamMemory:
+        bank = MemoryBank(num_spatial=self.sam.num_maskmem - 1, num_pointers=self.sam.max_obj_ptrs_in_encoder - 1)
+        return StreamMemory(bank=bank)
+
+    def trainable_parameter_names(self) -> list[str]:
+        """Parameters the release trains (adapters, CME, text prompt MLP); the rest stays frozen."""
+        return [name for name, _ in self.named_parameters() if name.startswith(TRAINABLE_PREFIXES)]
+
+    def freeze_for_training(self) -> None:
+        trainable = set(self.trainable_parameter_names())
+        for name, param in self.named_parameters():
+            param.requires_grad_(name in trainable)
+
+    # ---- text ---------------------------------------------------------------------------------
+
+    def tokenize(self, text: str) -> TextQuery:
+        if self.tokenizer is None:
+            raise RuntimeError("this model has no tokenizer: pass tokenizer= when building or loading it")
+        encoding = self.tokenizer(text, add_special_tokens=True, padding=True, return_tensors="pt",
+                                  return_offsets_mapping=self.motion_prompt is not None)
+        input_ids = encoding["input_ids"]
+        limit = self.text_encoder.model.config.max_position_embeddings - 2
+        if input_ids.shape[1] > limit:
+            raise ValueError(f"the query has {input_ids.shape[1]} tokens; this text encoder takes at most {limit}")
+        verbs = self._verb_tokens(text, encoding["offset_mapping"][0]) if self.motion_prompt is not None else None
+        return TextQuery(text, input_ids, encoding["attention_mask"], verbs).to(self.device)
+
+    def _verb_tokens(self, text: str, offsets: Tensor) -> Tensor:
+        if self.verb_tagger is None:
+            raise RuntimeError("the motion prompt needs a verb tagger (text -> verb character spans)")
+        spans = list(self.verb_tagger(text))
+        flags = [
+            end > start and any(v_start <= start and end <= v_end for v_start, v_end in spans)
+            for start, end in offsets.tolist()
+        ]
+        return torch.tensor([flags], dtype=torch.bool)
+
+    # ---- backbone with early fusion -----------------------------------------------------------
+
+    def encode_clip(self, frames: Tensor, query: TextQuery) -> ClipFeatures:
+        """frames: [T, 3, h, w] normalised, h and w <= image_size (padded here, bottom/right)."""
+        num_frames = frames.shape[0]
+        size = self.image_size
+        frames = F.pad(frames, (0, size - frames.shape[-1], 0, size - frames.shape[-2]))
+        trunk = self.sam.image_encoder.trunk
+
+        vis = trunk.patch_embed(frames)  # [T, H, W, C]
+        vis = vis + trunk._get_pos_embed(vis.shape[1:3])
+        text = self.text_encoder.embed(query.input_ids, query.attention_mask)  # [1, L, C_text]
+
+        vis_bounds = [0] + [end + 1 for end in trunk.stage_ends]
+        text_bounds = self.config.text_layer_boundaries
+        levels = []
+        for segment in range(len(trunk.stage_ends)):
+            for block in trunk.blocks[vis_bounds[segment] : vis_bounds[segment + 1]]:
+                vis = block(vis)
+            text = self.text_encoder.run_layers(text, text_bounds[segment], text_bounds[segment + 1],
+                                                query.attention_mask)
+            if segment in self.config.fusion_stages:
+                adapter = self.adapters[self.config.fusion_stages.index(segment)]
+                vis_residual, text_residual = adapter(vis.permute(0, 3, 1, 2), text, num_frames)
+                vis = vis + vis_residual.permute(0, 2, 3, 1)
+                text = text + text_residual
+            levels.append(vis.permute(0, 3, 1, 2))
+
+        text_state = self.text_encoder.sentence_state(text, query.input_ids).repeat_interleave(num_frames, 0)
+        motion_state = None
+        if self.motion_prompt is not None:
+            verb_states = text[0][query.verb_tokens[0]][:1]  # the first verb token, as the release uses
+            motion_state = verb_states.unsqueeze(0).expand(num_frames, -1, -1)
+        vision_feats, vision_pos, feat_sizes = self._forward_neck(levels)
+        return ClipFeatures(vision_feats, vision_pos, feat_sizes, text_state, motion_state)
+
+    def _forward_neck(self, levels: list[Tensor]) -> tuple[list[Tensor], list[Tensor], list[tuple[int, int]]]:
+        encoder = self.sam.image_encoder
+        features, pos = encoder.neck(levels)
+        if encoder.scalp > 0:
+            features, pos = features[: -encoder.scalp], pos[: -encoder.scalp]
+        if self.sam.use_high_res_features_in_sam:
+            features[0] = self.sam.sam_mask_decoder.conv_s0(features[0])
+            features[1] = self.sam.sam_mask_decoder.conv_s1(features[1])
+        backbone_out = {"vision_features": features[-1], "vision_pos_enc": pos, "backbone_fpn": features}
+        _, vision_feats, vision_pos, feat_sizes = self.sam._prepare_backbone_features(backbone_out)
+        return vision_feats, vision_pos, feat_sizes
+
+    # ---- decoding -----------------------------------------------------------------------------
+
+    def decode_with_memory(self, features: ClipFeatures, index: int, frame_index: int,
+                           memory: StreamMemory) -> FrameDecoding:
+        pix_feat = self._condition_on_memory(features, index, frame_index, memory)
+        return self._decode(features, index, pix_feat, with_motion=True)
+
+    def decode_without_memory(self, features: ClipFeatures, index: int) -> FrameDecoding:
+        return self._decode(features, index, self._without_memory(features, index), with_motion=False)
+
+    def _without_memory(self, features: ClipFeatures, index: int) -> Tensor:
+        top = features.frame_feats(index)[-1] + self.sam.no_mem_embed  # [H*W, 1, C]
+        return top.permute(1, 2, 0).reshape(1, -1, *features.feat_sizes[-1])
+
+    def _condition_on_memory(self, features: ClipFeatures, index: int, frame_index: int,
+                             memory: StreamMemory) -> Tensor:
+        """Memory attention over the previous frames' spatial memories and object pointers."""
+        spatial = memory.bank.spatial(frame_index)
+        pointers = memory.bank.pointers(frame_index) if self.sam.use_obj_ptrs_in_encoder else []
+        if frame_index == 0 or not (spatial or pointers):
+            return self._without_memory(features, index)
+
+        tokens, token_pos = [], []
+        for distance, entry in spatial:
+            tokens.append(entry.features.flatten(2).permute(2, 0, 1))  # [h*w, 1, mem_dim]
+            tpos = self.sam.maskmem_tpos_enc[min(distance - 1, self.sam.maskmem_tpos_enc.shape[0] - 1)]
+            token_pos.append(entry.pos_enc.flatten(2).permute(2, 0, 1) + tpos)
+        num_ptr_tokens = 0
+        if pointers:
+            ptrs = torch.stack([ptr for _, ptr in pointers], dim=0)  # [P, 1, C]
+            hidden, mem_dim = self.sam.hidden_dim, self.sam.mem_dim
+            # each C-dim pointer becomes C/mem_dim tokens, with a zero positional encoding (as released)
+            ptrs = ptrs.reshape(-1, 1, hidden // mem_dim, mem_dim).permute(0, 2, 1, 3).flatten(0, 1)
+            tokens.append(ptrs)
+            token_pos.append(ptrs.new_zeros(ptrs.shape))
+            num_ptr_tokens = ptrs.shape[0]
+
+        conditioned = self.sam.memory_attention(
+            curr=features.frame_feats(index)[-1:],
+            curr_pos=features.frame_pos(index)[-1:],
+            memory=torch.cat(tokens, dim=0),
+            memory_pos=torch.cat(token_pos, dim=0),
+            num_obj_ptr_tokens=num_ptr_tokens,
+        )
+        return conditioned.permute(1, 2, 0).reshape(1, -1, *features.feat_sizes[-1])
+
+    def _prompt_tokens(self, features: ClipFeatures, index: int, with_motion: bool) -> Tensor:
+        """Extra sparse prompt tokens [1, k, C]: the projected sentence state, then the motion token."""
+        tokens = [self.text_prompt(features.text_state[index : index + 1]).unsqueeze(0)]
+        if with_motion and self.motion_prompt is not None:
+            tokens.append(self.motion_prompt(features.motion_state[index]).unsqueeze(0))
+        return torch.cat(tokens, dim=1)
+
+    def _decode(self, features: ClipFeatures, index: int, pix_feat: Tensor, with_motion: bool) -> FrameDecoding:
+        with self._prompt_hook.appended(self._prompt_tokens(features, index, with_motion)):
+            _, _, iou, low_res, high_res, obj_ptr, object_score = self.sam._forward_sam_heads(
+                backbone_features=pix_feat,
+                high_res_features=features.high_res_feats(index),
+                multimask_output=False,
+            )
+        return FrameDecoding(low_res, high_res, obj_ptr, self._early_pointer.pop(), object_score, iou)
+
+    def encode_memory(self, features: ClipFeatures, index: int, high_res_logits: Tensor,
+                      decoded: FrameDecoding) -> MemoryEntry:
+        """Memory of one frame from its un-conditioned top-level feature, the chosen mask logits and
+        the object pointer of its memory-conditioned decoding."""
+        mem_features, mem_pos = self.sam._encode_new_memory(
+            current_vision_feats=features.frame_feats(index),
+            feat_sizes=features.feat_sizes,
+            pred_masks_high_res=high_res_logits,
+            object_score_logits=decoded.object_score_logits,
+            is_mask_from_pts=False,
+        )
+        return MemoryEntry(features=mem_features, pos_enc=mem_pos[-1], obj_ptr=decoded.obj_ptr)
+
+    # ---- the clip forward ---------------------------------------------------------------------
+
+    def forward_clip(self, frames: Tensor, query: TextQuery, frame_indices: Sequence[int],
+                     memory: StreamMemory) -> list[FrameOutput]:
+        """The release's inference forward over one clip: joint backbone, then frame-by-frame decoding,
+        the CME on the frames its window allows, and the new memories written into `memory`."""
+        features = self.encode_clip(frames, query)
+        outputs = []
+        for index, frame_index in enumerate(frame_indices):
+            decoded = self.decode_with_memory(features, index, frame_index, memory)
+            memory_logits, cme_logits, switched = decoded.high_res_logits, None, False
+            if self.config.use_cme and cme_should_run(frame_index, memory.last_cme_switch,
+                                                       self.config.cme_decision_window):
+                memoryless = self.decode_without_memory(features, index)
+                cme_logits = self.cme(decoded.obj_ptr.detach(), memoryless.early_obj_ptr.detach())
+                if bool(cme_logits.argmax(dim=-1).item() == 1):
+                    memory_logits = reweight_memory_logits(memory_logits, memoryless.high_res_logits,
+                                                           self.config.switch_memory)
+                    memory.last_cme_switch, switched = frame_index, True
+            memory.bank.add(frame_index, self.encode_memory(features, index, memory_logits, decoded))
+            outputs.append(FrameOutput(frame_index, decoded.low_res_logits, decoded.object_score_logits,
+                                       cme_logits, switched, memory_logits))
+        return outputs
+
+    def postprocess_logits(self, low_res_logits: Tensor, resized_hw: tuple[int, int],
+                           output_hw: tuple[int, int]) -> Tensor:
+        """[N, 1, S/4, S/4] -> [N, 1, *output_hw]: upsample to the padded input, crop, resize (as released)."""
+        size = self.image_size
+        logits = F.interpolate(low_res_logits.float(), (size, size), mode="bilinear", align_corners=False)
+        logits = logits[..., : resized_hw[0], : resized_hw[1]]
+        if tuple(output_hw) != tuple(resized_hw):
+            logits = F.interpolate(logits, output_hw, mode="bilinear", align_corners=False)
+        return logits

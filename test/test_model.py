@@ -1,0 +1,151 @@
+"""The network on its own: sizes, HSA locality, the early-pointer hook, a tiny clip forward."""
+
+import pytest
+import torch
+
+from samwise_ros import Samwise, SamwiseConfig
+from samwise_ros.model.cme import cme_should_run
+from samwise_ros.model.adapter import HierarchicalSelectiveAttention, sine_time_embedding
+from samwise_ros.model.samwise import TextQuery
+
+OFFICIAL_PARAMS_OUTSIDE_TEXT = 86_069_572
+OFFICIAL_TRAINABLE = 5_235_906
+OFFICIAL_TRAINABLE_WITHOUT_PROMPT_MLP = 4_907_458
+
+
+@pytest.fixture(scope="module")
+def official_model():
+    torch.manual_seed(0)
+    return Samwise(SamwiseConfig.official())
+
+
+def query_of(ids):
+    ids = torch.tensor([ids])
+    return TextQuery("test", ids, torch.ones_like(ids))
+
+
+def test_official_parameter_counts(official_model):
+    params = dict(official_model.named_parameters())
+    outside_text = sum(p.numel() for name, p in params.items() if not name.startswith("text_encoder."))
+    trainable = official_model.trainable_parameter_names()
+    assert outside_text == OFFICIAL_PARAMS_OUTSIDE_TEXT
+    assert sum(params[name].numel() for name in trainable) == OFFICIAL_TRAINABLE
+    without_prompt = [name for name in trainable if not name.startswith("text_prompt.")]
+    assert sum(params[name].numel() for name in without_prompt) == OFFICIAL_TRAINABLE_WITHOUT_PROMPT_MLP
+
+
+def test_official_fusion_geometry(official_model):
+    trunk = official_model.sam.image_encoder.trunk
+    assert trunk.stage_ends == [1, 4, 20, 23]
+    assert official_model.config.text_layer_boundaries == [0, 1, 4, 8, 12]
+    dims = [adapter.vis_down[0].in_channels for adapter in official_model.adapters]
+    assert dims == [224, 448, 896]
+    assert [adapter.hsa.patch_size for adapter in official_model.adapters] == [8, 4, 2]
+
+
+def test_freeze_for_training_leaves_only_release_modules_trainable(official_model):
+    official_model.freeze_for_training()
+    trainable = {name for name, p in official_model.named_parameters() if p.requires_grad}
+    assert trainable == set(official_model.trainable_parameter_names())
+    assert all(name.split(".")[0] in {"adapters", "cme", "text_prompt"} for name in trainable)
+
+
+def test_hsa_is_local_to_its_window():
+    torch.manual_seed(0)
+    patch, frames = 4, 3
+    hsa = HierarchicalSelectiveAttention(dim=16, num_heads=2, patch_size=patch).eval()
+    x = torch.randn(frames, 16, 8, 12)  # 2 x 3 windows of 4 x 4
+    changed = x.clone()
+    changed[1, :, 4:8, 4:8] += torch.randn(16, 4, 4)  # frame 1, window (row 1, col 1)
+    with torch.no_grad():
+        diff = (hsa(x, frames) - hsa(changed, frames)).abs().sum(dim=1)  # [T, H, W]
+    inside = torch.zeros(8, 12, dtype=torch.bool)
+    inside[4:8, 4:8] = True
+    # every frame's tokens in that window change (temporal attention), nothing outside does
+    assert (diff[:, inside] > 1e-6).all()
+    assert diff[:, ~inside].max() == 0
+
+
+def test_time_embedding_interleaves_sine_and_cosine():
+    emb = sine_time_embedding(4, 8, torch.device("cpu"))
+    assert emb.shape == (4, 8)
+    first = torch.tensor(2 * torch.pi * 1 / (4 + 1e-6))  # frame 1 of 4, normalised to (0, 2 pi]
+    expected = [first.sin(), first.cos(), (first / 10000 ** (2 / 8)).sin(), (first / 10000 ** (2 / 8)).cos()]
+    torch.testing.assert_close(emb[0, :4], torch.stack(expected), atol=1e-6, rtol=0)
+
+
+def test_early_pointer_hook_equals_first_two_way_block(tiny_model):
+    decoder = tiny_model.sam.sam_mask_decoder
+    torch.manual_seed(1)
+    size = tiny_model.sam.sam_image_embedding_size
+    image = torch.randn(1, 256, size, size)
+    sparse = torch.randn(1, 3, 256)
+    dense = torch.randn(1, 256, size, size)
+    high_res = [torch.randn(1, 32, 4 * size, 4 * size), torch.randn(1, 64, 2 * size, 2 * size)]
+    image_pe = tiny_model.sam.sam_prompt_encoder.get_dense_pe()
+    with torch.no_grad():
+        decoder(image, image_pe, sparse, dense, multimask_output=False, repeat_image=False,
+                high_res_features=high_res)
+        hooked = tiny_model._early_pointer.pop()
+
+        # the same first block computed by hand from the decoder's own token layout
+        tokens = torch.cat([decoder.obj_score_token.weight, decoder.iou_token.weight,
+                            decoder.mask_tokens.weight], dim=0).unsqueeze(0)
+        tokens = torch.cat([tokens, sparse], dim=1)
+        src = (image + dense).flatten(2).permute(0, 2, 1)
+        pos = image_pe.flatten(2).permute(0, 2, 1)
+        queries, _ = decoder.transformer.layers[0](queries=tokens, keys=src, query_pe=tokens, key_pe=pos)
+    torch.testing.assert_close(hooked, queries[:, 2], rtol=0, atol=0)
+
+
+def test_tiny_clip_forward_shapes_finite_and_deterministic(tiny_model):
+    torch.manual_seed(3)
+    frames = torch.randn(8, 3, 128, 96)
+    query = query_of([0, 11, 12, 13, 2])
+
+    def run():
+        memory = tiny_model.new_stream_memory()
+        with torch.inference_mode():
+            return tiny_model.forward_clip(frames, query, list(range(8)), memory), memory
+
+    first, memory = run()
+    second, _ = run()
+    assert [out.frame_index for out in first] == list(range(8))
+    for a, b in zip(first, second):
+        assert a.low_res_logits.shape == (1, 1, 32, 32)
+        assert a.object_score_logits.shape == (1, 1)
+        assert torch.isfinite(a.low_res_logits).all()
+        assert torch.equal(a.low_res_logits, b.low_res_logits)
+    # the CME runs where the release's window rule allows, given the switches it made
+    last_switch, expected = 0, []
+    for out in first:
+        expected.append(cme_should_run(out.frame_index, last_switch, 4))
+        if out.cme_switched:
+            last_switch = out.frame_index
+    assert [out.cme_logits is not None for out in first] == expected
+    assert expected[:5] == [False] * 5 and expected[5]
+    assert len(memory.bank) == 8
+
+
+def test_memory_conditioning_changes_later_frames(tiny_model):
+    torch.manual_seed(4)
+    frames = torch.randn(2, 3, 128, 128)
+    query = query_of([0, 11, 2])
+    with torch.inference_mode():
+        with_memory = tiny_model.forward_clip(frames, query, [0, 1], tiny_model.new_stream_memory())
+        alone = tiny_model.forward_clip(frames[1:], query, [0], tiny_model.new_stream_memory())
+    assert not torch.equal(with_memory[1].low_res_logits, alone[0].low_res_logits)
+
+
+def test_postprocess_crops_padding_then_resizes(tiny_model):
+    low = torch.zeros(1, 1, 32, 32)
+    low[..., :16, :] = 5.0  # top half positive in the padded 128 x 128 frame
+    out = tiny_model.postprocess_logits(low, resized_hw=(64, 128), output_hw=(48, 96))
+    assert out.shape == (1, 1, 48, 96)
+    assert (out > 0).all()  # the crop keeps only the top 64 rows, all positive
+
+
+def test_query_too_long_is_a_clear_error(tiny_model, tokenizer):
+    tiny_model.tokenizer = tokenizer
+    with pytest.raises(ValueError, match="tokens"):
+        tiny_model.tokenize("red " * 500)
