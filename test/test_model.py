@@ -149,3 +149,21 @@ def test_query_too_long_is_a_clear_error(tiny_model, tokenizer):
     tiny_model.tokenizer = tokenizer
     with pytest.raises(ValueError, match="tokens"):
         tiny_model.tokenize("red " * 500)
+
+
+def test_roberta_run_layer_by_layer_equals_transformers_forward(tiny_model):
+    encoder = tiny_model.text_encoder
+    ids = torch.tensor([[0, 40, 41, 42, 2]])
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        hidden = encoder.run_layers(encoder.embed(ids, mask), 0, encoder.num_layers, mask)
+        reference = encoder.model(input_ids=ids, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(hidden, reference)
+
+
+def test_roberta_embedding_zeroes_padded_positions_like_fairseq(tiny_model):
+    ids = torch.tensor([[0, 40, 2, 1, 1]])
+    mask = torch.tensor([[1, 1, 1, 0, 0]])
+    with torch.no_grad():
+        embedded = tiny_model.text_encoder.embed(ids, mask)
+    assert embedded[0, 3:].abs().sum() == 0 and embedded[0, :3].abs().sum() > 0

@@ -118,21 +118,30 @@ def read_checkpoint_file(path: str | Path) -> dict[str, Any]:
         with torch.serialization.safe_globals(SAFE_CHECKPOINT_GLOBALS):
             data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        reason = str(error).strip().splitlines()[0]
-        if "weights_only" in str(error) or "Unsupported global" in str(error):
-            raise CheckpointError(f"checkpoint {path}: refused, it would run pickled code ({_unsafe_global(error)})") from None
-        raise CheckpointError(f"checkpoint {path}: not a PyTorch checkpoint ({reason})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"checkpoint {path}: truncated or not a PyTorch checkpoint ({reason})") from None
+        unsafe = re.search(r"GLOBAL ([\w.]+)", str(error))
+        if unsafe:
+            raise CheckpointError(f"checkpoint {path}: refused, loading it would run pickled code "
+                                  f"(global {unsafe.group(1)})") from None
+        raise CheckpointError(f"checkpoint {path}: not a PyTorch checkpoint ({_unpickler_detail(error)})") from None
+    except (RuntimeError, EOFError, KeyError, zipfile.BadZipFile, ValueError, OSError) as error:
+        raise CheckpointError(f"checkpoint {path}: truncated or not a PyTorch checkpoint "
+                              f"({type(error).__name__}: {_first_line(error)})") from None
     if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
         raise CheckpointError(f"checkpoint {path}: no 'model' state dict (keys: {_describe_keys(data)})")
     return data
 
 
-def _unsafe_global(error: Exception) -> str:
-    match = re.search(r"(?:Unsupported global|GLOBAL) ?:? ?(?:GLOBAL )?([\w.]+)", str(error))
-    return f"global {match.group(1)}" if match else "a global that is not allowed"
+def _first_line(error: Exception) -> str:
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return lines[0] if lines else "no detail"
+
+
+def _unpickler_detail(error: Exception) -> str:
+    """The specific line of torch's long weights-only message (e.g. 'Unsupported operand 66')."""
+    boilerplate = ("Weights only load failed", "Check the documentation", "Please file an issue")
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    specific = [line for line in lines if not line.startswith(boilerplate)]
+    return specific[-1] if specific else _first_line(error)
 
 
 def _describe_keys(data: Any) -> str:
