@@ -10,7 +10,8 @@ imports are stubbed, and its fairseq text encoder is replaced by a shim that run
 and what is compared is everything else — adapters, HSA, FPN, memory attention and selection, mask
 decoding with the text prompt, object scores, the CME decisions and the memory it writes.
 The official code hard-codes 64x64 image embeddings, so the image size stays 1024 (with a small
-Hiera so that the CPU run takes seconds).
+Hiera so that the CPU run takes minutes, not hours). Choose a frame count whose last clip is not a
+single frame: the release wipes its memory on one-frame clips, a quirk this package does not keep.
 """
 
 from __future__ import annotations
@@ -144,10 +145,10 @@ def run_ours(model, frames, query, clip_length):
         for out in outputs:
             logits.append(model.postprocess_logits(out.low_res_logits, resized, resized)[:, 0])
             scores.append(out.object_score_logits)
-            if out.cme_logits is not None:
+            if out.cme_ran:
                 cme_logits.append(out.cme_logits)
-            cme_ran.append(out.cme_logits is not None)
-            switched.append(out.cme_switched)
+            cme_ran.append(bool(out.cme_ran))
+            switched.append(bool(out.cme_switched))
     return torch.cat(logits), scores, cme_logits, switched, cme_ran
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from samwise_ros import Samwise, SamwiseConfig
-from samwise_ros.model.cme import cme_should_run
+from samwise_ros.model.cme import cme_window_open
 from samwise_ros.model.adapter import HierarchicalSelectiveAttention, sine_time_embedding
 from samwise_ros.model.samwise import TextQuery
 
@@ -119,10 +119,11 @@ def test_tiny_clip_forward_shapes_finite_and_deterministic(tiny_model):
     # the CME runs where the release's window rule allows, given the switches it made
     last_switch, expected = 0, []
     for out in first:
-        expected.append(cme_should_run(out.frame_index, last_switch, 4))
+        expected.append(cme_window_open(out.frame_index, last_switch, 4))
         if out.cme_switched:
             last_switch = out.frame_index
-    assert [out.cme_logits is not None for out in first] == expected
+    assert [bool(out.cme_ran) for out in first] == expected
+    assert [out.cme_logits is not None for out in first] == [i > 4 for i in range(8)]
     assert expected[:5] == [False] * 5 and expected[5]
     assert len(memory.bank) == 8
 

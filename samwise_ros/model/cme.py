@@ -67,9 +67,12 @@ def reweight_memory_logits(memory_logits: Tensor, memoryless_logits: Tensor, rul
     raise ValueError(f"unknown CME switch rule {rule!r}")
 
 
-def cme_should_run(memory_index: int, last_switch_index: int, window: int) -> bool:
-    """The release's decision window: at least window-1 frames since the last switch, and past frame `window`."""
-    return memory_index - last_switch_index >= window - 1 and memory_index > window
+def cme_window_open(frame_index: int, last_switch: int | Tensor, window: int) -> bool | Tensor:
+    """The release's decision window: past frame `window`, and at least window-1 frames since the last
+    switch. With `last_switch` a device tensor the second half stays on the device (no host sync)."""
+    if frame_index <= window:
+        return False
+    return frame_index - last_switch >= window - 1
 
 
 def same_object_labels(memory_masks: Tensor, memoryless_masks: Tensor, memoryless_scores: Tensor) -> Tensor:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor
 
 
@@ -74,13 +75,43 @@ class MemoryBank:
                 self._entries[index].features = self._entries[index].pos_enc = None
 
 
+class FusionContext:
+    """Frame mode's causal window: each fusion stage's adapter input for the last `window - 1` frames.
+
+    A new frame's HSA and text attention then see those frames as the clip mode's frames see their
+    clip, while the backbone blocks run on the new frame alone.
+    """
+
+    def __init__(self, window: int):
+        if window < 1:
+            raise ValueError(f"the frame-mode window must be at least 1 frame, got {window}")
+        self.window = window
+        self._past: dict[int, deque[Tensor]] = {}
+
+    def past(self, stage: int) -> list[Tensor]:
+        return list(self._past.get(stage, ()))
+
+    def push(self, stage: int, features: Tensor) -> None:
+        self._past.setdefault(stage, deque(maxlen=self.window - 1)).append(features)
+
+    def __len__(self) -> int:
+        return max((len(frames) for frames in self._past.values()), default=0)
+
+    def clear(self) -> None:
+        self._past.clear()
+
+
 @dataclass
 class StreamMemory:
-    """Per-stream state of the network: the memory bank and the CME's last applied switch."""
+    """Per-stream state of the network: memory bank, the CME's last applied switch (a device scalar,
+    so that the decision rule never waits for the host) and, in frame mode, the fusion context."""
 
     bank: MemoryBank = field(default_factory=MemoryBank)
-    last_cme_switch: int = 0
+    last_cme_switch: Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.long))
+    fusion_context: FusionContext | None = None
 
     def clear(self) -> None:
         self.bank.clear()
-        self.last_cme_switch = 0
+        self.last_cme_switch = torch.zeros_like(self.last_cme_switch)
+        if self.fusion_context is not None:
+            self.fusion_context.clear()

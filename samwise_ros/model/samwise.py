@@ -13,9 +13,9 @@ from torch import Tensor, nn
 
 from .adapter import CMTAdapter
 from . import checkpoint as ckpt
-from .cme import ConditionalMemoryEncoder, cme_should_run, reweight_memory_logits
+from .cme import ConditionalMemoryEncoder, cme_window_open, reweight_memory_logits
 from .config import SamwiseConfig
-from .memory import MemoryBank, MemoryEntry, StreamMemory
+from .memory import FusionContext, MemoryBank, MemoryEntry, StreamMemory
 from .sam2_bridge import EarlyPointerHook, PromptTokenHook, build_sam2_base
 from .text_encoder import build_text_encoder
 
@@ -88,8 +88,9 @@ class FrameOutput:
     frame_index: int
     low_res_logits: Tensor  # [1, 1, S/4, S/4]
     object_score_logits: Tensor  # [1, 1]
-    cme_logits: Tensor | None  # [1, 2] when the CME ran on this frame
-    cme_switched: bool
+    cme_logits: Tensor | None  # [1, 2] once the frame is past the CME's first window
+    cme_ran: Tensor  # [] bool: the window rule let the CME decide on this frame
+    cme_switched: Tensor  # [] bool: it switched, and the memory got the reweighted mask
     memory_logits: Tensor  # [1, 1, S, S], what was written to the memory
 
 
@@ -159,6 +160,13 @@ class Samwise(nn.Module):
         model.freeze_for_training()
         return model.prepare(device, dtype)
 
+    @classmethod
+    def from_path(cls, path, tokenizer=None, device="cpu", dtype="fp32") -> "Samwise":
+        """A directory saved by `save`, or a released `.pth` (then `tokenizer` names its tokenizer)."""
+        if Path(path).is_dir():
+            return cls.load(path, device=device, dtype=dtype)
+        return cls.from_official_checkpoint(path, tokenizer=tokenizer, device=device, dtype=dtype)
+
     def save(self, directory) -> Path:
         """This package's format: model.safetensors, samwise_config.json and the tokenizer files."""
         return ckpt.save_directory(self, directory)
@@ -198,9 +206,12 @@ class Samwise(nn.Module):
     def device(self) -> torch.device:
         return self.sam.no_mem_embed.device
 
-    def new_stream_memory(self) -> StreamMemory:
+    def new_stream_memory(self, frame_window: int | None = None) -> StreamMemory:
+        """Empty per-stream state; `frame_window` (frames) sets up frame mode's causal fusion context."""
         bank = MemoryBank(num_spatial=self.sam.num_maskmem - 1, num_pointers=self.sam.max_obj_ptrs_in_encoder - 1)
-        return StreamMemory(bank=bank)
+        context = FusionContext(frame_window) if frame_window is not None else None
+        last_switch = torch.zeros((), dtype=torch.long, device=self.device)
+        return StreamMemory(bank=bank, last_cme_switch=last_switch, fusion_context=context)
 
     def trainable_parameter_names(self) -> list[str]:
         """Parameters the release trains (adapters, CME, text prompt MLP); the rest stays frozen."""
@@ -237,9 +248,15 @@ class Samwise(nn.Module):
 
     # ---- backbone with early fusion -----------------------------------------------------------
 
-    def encode_clip(self, frames: Tensor, query: TextQuery) -> ClipFeatures:
-        """frames: [T, 3, h, w] normalised, h and w <= image_size (padded here, bottom/right)."""
+    def encode_clip(self, frames: Tensor, query: TextQuery, context: FusionContext | None = None) -> ClipFeatures:
+        """frames: [T, 3, h, w] normalised, h and w <= image_size (padded here, bottom/right).
+
+        With a `context` (frame mode), T must be 1: the adapters see the context's past frames and
+        the new one as one clip, and the new frame's adapter inputs join the context.
+        """
         num_frames = frames.shape[0]
+        if context is not None and num_frames != 1:
+            raise ValueError(f"frame mode encodes one frame at a time, got {num_frames}")
         size = self.image_size
         frames = F.pad(frames, (0, size - frames.shape[-1], 0, size - frames.shape[-2]))
         trunk = self.sam.image_encoder.trunk
@@ -257,10 +274,7 @@ class Samwise(nn.Module):
             text = self.text_encoder.run_layers(text, text_bounds[segment], text_bounds[segment + 1],
                                                 query.attention_mask)
             if segment in self.config.fusion_stages:
-                adapter = self.adapters[self.config.fusion_stages.index(segment)]
-                vis_residual, text_residual = adapter(vis.permute(0, 3, 1, 2), text, num_frames)
-                vis = vis + vis_residual.permute(0, 2, 3, 1)
-                text = text + text_residual
+                vis, text = self._fuse(segment, vis, text, context)
             levels.append(vis.permute(0, 3, 1, 2))
 
         text_state = self.text_encoder.sentence_state(text, query.input_ids).repeat_interleave(num_frames, 0)
@@ -270,6 +284,19 @@ class Samwise(nn.Module):
             motion_state = verb_states.unsqueeze(0).expand(num_frames, -1, -1)
         vision_feats, vision_pos, feat_sizes = self._forward_neck(levels)
         return ClipFeatures(vision_feats, vision_pos, feat_sizes, text_state, motion_state)
+
+    def _fuse(self, segment: int, vis: Tensor, text: Tensor, context: FusionContext | None) -> tuple[Tensor, Tensor]:
+        """Add the segment's adapter residuals to the visual ([T, H, W, C]) and text ([1, L, C]) states."""
+        adapter = self.adapters[self.config.fusion_stages.index(segment)]
+        adapter_input = vis.permute(0, 3, 1, 2)
+        if context is None:
+            vis_residual, text_residual = adapter(adapter_input, text, vis.shape[0])
+        else:
+            window = torch.cat([*context.past(segment), adapter_input])
+            vis_residual, text_residual = adapter(window, text, window.shape[0])
+            vis_residual = vis_residual[-1:]
+            context.push(segment, adapter_input)
+        return vis + vis_residual.permute(0, 2, 3, 1), text + text_residual
 
     def _forward_neck(self, levels: list[Tensor]) -> tuple[list[Tensor], list[Tensor], list[tuple[int, int]]]:
         encoder = self.sam.image_encoder
@@ -361,25 +388,36 @@ class Samwise(nn.Module):
     # ---- the clip forward ---------------------------------------------------------------------
 
     def forward_clip(self, frames: Tensor, query: TextQuery, frame_indices: Sequence[int],
-                     memory: StreamMemory) -> list[FrameOutput]:
+                     memory: StreamMemory, use_cme: bool | None = None) -> list[FrameOutput]:
         """The release's inference forward over one clip: joint backbone, then frame-by-frame decoding,
-        the CME on the frames its window allows, and the new memories written into `memory`."""
-        features = self.encode_clip(frames, query)
+        the CME on the frames its window allows, and the new memories written into `memory`.
+
+        CME decisions stay on the device: the memory-less pass runs on every frame past the first
+        window and a device-side mask applies the rule, so no step waits for the host.
+        In frame mode (`memory.fusion_context` set) `frames` holds the one new frame.
+        `use_cme` overrides the configuration's choice.
+        """
+        use_cme = self.config.use_cme if use_cme is None else use_cme
+        features = self.encode_clip(frames, query, memory.fusion_context)
         outputs = []
         for index, frame_index in enumerate(frame_indices):
             decoded = self.decode_with_memory(features, index, frame_index, memory)
-            memory_logits, cme_logits, switched = decoded.high_res_logits, None, False
-            if self.config.use_cme and cme_should_run(frame_index, memory.last_cme_switch,
-                                                       self.config.cme_decision_window):
+            memory_logits, cme_logits = decoded.high_res_logits, None
+            ran = switched = torch.zeros((), dtype=torch.bool, device=memory_logits.device)
+            window_open = use_cme and cme_window_open(
+                frame_index, memory.last_cme_switch, self.config.cme_decision_window)
+            if window_open is not False:
                 memoryless = self.decode_without_memory(features, index)
                 cme_logits = self.cme(decoded.obj_ptr.detach(), memoryless.early_obj_ptr.detach())
-                if bool(cme_logits.argmax(dim=-1).item() == 1):
-                    memory_logits = reweight_memory_logits(memory_logits, memoryless.high_res_logits,
-                                                           self.config.switch_memory)
-                    memory.last_cme_switch, switched = frame_index, True
+                ran = torch.as_tensor(window_open, device=memory_logits.device)
+                switched = ran & (cme_logits[0].argmax() == 1)
+                reweighted = reweight_memory_logits(memory_logits, memoryless.high_res_logits,
+                                                    self.config.switch_memory)
+                memory_logits = torch.where(switched, reweighted, memory_logits)
+                memory.last_cme_switch = torch.where(switched, frame_index, memory.last_cme_switch)
             memory.bank.add(frame_index, self.encode_memory(features, index, memory_logits, decoded))
             outputs.append(FrameOutput(frame_index, decoded.low_res_logits, decoded.object_score_logits,
-                                       cme_logits, switched, memory_logits))
+                                       cme_logits, ran, switched, memory_logits))
         return outputs
 
     def postprocess_logits(self, low_res_logits: Tensor, resized_hw: tuple[int, int],

@@ -1,0 +1,176 @@
+"""StreamTracker: the state of one video stream on top of the SAMWISE network (no ROS here).
+
+Frames go in one at a time with a stamp; results come out per frame. `mode="clip"` buffers
+`clip_length` frames and runs them through the backbone together, as the release does on stored
+video (results arrive when a clip completes). `mode="frame"` returns a result for every frame as it
+arrives: the backbone runs on the new frame alone and the adapters' space-time attention sees the
+cached adapter inputs of the previous `frame_window - 1` frames (a causal window; see README).
+Everything the tracker keeps is bounded, so memory and time per frame stay flat for any stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .geometry import mask_stats
+from .model import Samwise
+from .model.samwise import FrameOutput, TextQuery
+from .preprocess import preprocess_frame, validate_frame
+
+MODES = ("clip", "frame")
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class TrackResult:
+    """What the tracker says about one frame."""
+
+    frame_index: int  # position in the stream since the last reset
+    stamp: float | None
+    query: str
+    mask: np.ndarray  # HxW bool at the frame's own resolution
+    object_score: float  # sigmoid of the object-score logit, in [0, 1]
+    detected: bool  # the mask is not empty
+    bbox: tuple[int, int, int, int] | None  # (x0, y0, x1, y1), inclusive
+    area: int
+    centroid: tuple[float, float] | None  # (x, y) pixels
+    cme_probability: float | None  # switch probability, None when the CME did not decide on this frame
+    cme_switched: bool
+    stream_reset: bool = False  # this frame started a new stream (its stamp went backwards)
+
+
+@dataclass
+class _PendingFrame:
+    pixels: Tensor  # [3, h, w] normalised, on the model's device
+    resized_hw: tuple[int, int]
+    frame_hw: tuple[int, int]
+    stamp: float | None
+    stream_reset: bool
+
+
+class StreamTracker:
+    def __init__(self, model: Samwise, clip_length: int = 8, mode: str = "clip", frame_window: int | None = None,
+                 mask_threshold: float = 0.5, use_cme: bool | None = None, precision: str | None = None):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if clip_length < 1:
+            raise ValueError(f"clip_length must be at least 1, got {clip_length}")
+        if not 0.0 < mask_threshold < 1.0:
+            raise ValueError(f"mask_threshold must be in (0, 1), got {mask_threshold}")
+        self.model = model
+        self.mode = mode
+        self.clip_length = clip_length
+        self.frame_window = frame_window or clip_length
+        self.mask_threshold = mask_threshold
+        self.use_cme = model.config.use_cme if use_cme is None else use_cme
+        self.precision = precision or model.precision
+        if self.precision not in ("fp32", *AUTOCAST_DTYPES):
+            raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        self._query: TextQuery | None = None
+        self._memory = model.new_stream_memory(self.frame_window if mode == "frame" else None)
+        self._pending: list[_PendingFrame] = []
+        self._next_index = 0
+        self._last_stamp: float | None = None
+
+    # ---- query and state -------------------------------------------------------------------
+
+    @property
+    def query(self) -> str:
+        return "" if self._query is None else self._query.text
+
+    def set_query(self, text: str) -> None:
+        """Start tracking `text` from a clean state; an empty text stops output until the next query.
+        Frames still buffered for the previous query are dropped with its state."""
+        if not isinstance(text, str):
+            raise ValueError(f"the query must be a string, got {type(text).__name__}")
+        text = text.strip()
+        self._query = self.model.tokenize(text) if text else None
+        self.reset()
+
+    def reset(self) -> None:
+        """Clear the memory, the clip buffer and the frame count; keep the query."""
+        self._memory.clear()
+        self._pending.clear()
+        self._next_index = 0
+        self._last_stamp = None
+
+    @property
+    def memory_size(self) -> int:
+        """Frames held in the memory bank (bounded by the memory attention's reach)."""
+        return len(self._memory.bank)
+
+    @property
+    def pending_frames(self) -> int:
+        return len(self._pending)
+
+    # ---- frames ---------------------------------------------------------------------------------
+
+    def push(self, frame: np.ndarray, stamp: float | None = None) -> list[TrackResult]:
+        """Add one HxWx3 uint8 RGB frame. Returns the results that became ready (maybe none)."""
+        validate_frame(frame)
+        if self._query is None:
+            return []
+        results = []
+        stream_reset = stamp is not None and self._last_stamp is not None and stamp < self._last_stamp
+        if stream_reset:  # a bag loop or clock jump: finish the old stream, start a new one
+            results = self.flush()
+            self.reset()
+        if stamp is not None:
+            self._last_stamp = stamp
+        pixels, resized_hw = preprocess_frame(frame, self.model.image_size, self.model.device)
+        self._pending.append(_PendingFrame(pixels, resized_hw, frame.shape[:2], stamp, stream_reset))
+        if self.mode == "frame" or len(self._pending) == self.clip_length:
+            results += self._run_pending()
+        return results
+
+    def flush(self) -> list[TrackResult]:
+        """Process a partial clip at the end of a stream (no memory wipe, unlike the release's T=1 clips)."""
+        return self._run_pending() if self._pending and self._query is not None else []
+
+    def _run_pending(self) -> list[TrackResult]:
+        pending, self._pending = self._pending, []
+        indices = list(range(self._next_index, self._next_index + len(pending)))
+        self._next_index += len(pending)
+        with torch.inference_mode(), self._autocast():
+            outputs = self._forward(pending, indices)
+            return [self._result(frame, out) for frame, out in zip(pending, outputs)]
+
+    def _forward(self, pending: list[_PendingFrame], indices: list[int]) -> list[FrameOutput]:
+        # frames of one clip share the largest resized size (the release pads a clip's frames alike)
+        height = max(frame.resized_hw[0] for frame in pending)
+        width = max(frame.resized_hw[1] for frame in pending)
+        frames = pending[0].pixels.new_zeros(len(pending), 3, height, width)
+        for slot, frame in zip(frames, pending):
+            slot[:, : frame.resized_hw[0], : frame.resized_hw[1]] = frame.pixels
+        return self.model.forward_clip(frames, self._query, indices, self._memory, use_cme=self.use_cme)
+
+    def _autocast(self):
+        dtype = AUTOCAST_DTYPES.get(self.precision)
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.model.device.type, dtype=dtype)
+
+    def _result(self, frame: _PendingFrame, out: FrameOutput) -> TrackResult:
+        logits = self.model.postprocess_logits(out.low_res_logits, frame.resized_hw, frame.frame_hw)[0, 0]
+        cme_probability = out.cme_logits.float().softmax(-1)[0, 1] if out.cme_logits is not None else None
+        scalars = torch.stack([
+            out.object_score_logits.float().reshape(()).sigmoid(),
+            cme_probability if cme_probability is not None else out.object_score_logits.new_zeros(()).float(),
+            out.cme_ran.float(),
+            out.cme_switched.float(),
+        ])
+        # sigmoid first, as the release does (x > logit(t) differs where sigmoid rounds to exactly t)
+        mask = (logits.sigmoid() > self.mask_threshold).cpu().numpy()  # the one device-to-host copy, with:
+        score, probability, ran, switched = scalars.cpu().tolist()
+        stats = mask_stats(mask)
+        return TrackResult(
+            frame_index=out.frame_index, stamp=frame.stamp, query=self._query.text, mask=mask,
+            object_score=score, detected=stats.area > 0, bbox=stats.bbox, area=stats.area,
+            centroid=stats.centroid, cme_probability=probability if ran else None,
+            cme_switched=bool(switched), stream_reset=frame.stream_reset,
+        )

@@ -1,0 +1,214 @@
+"""StreamTracker: clip/frame modes, bounded memory, CME events, resets and odd inputs."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from samwise_ros.model.cme import reweight_memory_logits
+from samwise_ros.preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess_frame, resized_shape
+from samwise_ros.tracker import StreamTracker
+
+QUERY = "the red ball rolling to the left"
+
+
+def video(count, height=96, width=128, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(count)]
+
+
+def run(tracker, frames, start_stamp=0.0):
+    results = []
+    for i, frame in enumerate(frames):
+        results += tracker.push(frame, stamp=start_stamp + 0.1 * i)
+    return results + tracker.flush()
+
+
+@pytest.fixture
+def always_switch(tiny_model):
+    head = tiny_model.cme.decision_head
+    saved = head.weight.detach().clone(), head.bias.detach().clone()
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor([0.0, 10.0]))
+    yield tiny_model
+    with torch.no_grad():
+        head.weight.copy_(saved[0])
+        head.bias.copy_(saved[1])
+
+
+def test_clip_mode_equals_the_network_run_by_hand(tiny_model):
+    frames = video(19)
+    query = tiny_model.tokenize(QUERY)
+    tracker = StreamTracker(tiny_model, clip_length=8)
+    tracker.set_query(QUERY)
+    results = run(tracker, frames)
+
+    memory = tiny_model.new_stream_memory()
+    expected_masks, expected_scores = [], []
+    with torch.inference_mode():
+        for start in range(0, 19, 8):  # clips of 8, 8 and a flushed 3, memory carried across
+            batch = [preprocess_frame(f, 128, torch.device("cpu")) for f in frames[start : start + 8]]
+            pixels = torch.stack([p for p, _ in batch])
+            outputs = tiny_model.forward_clip(pixels, query, list(range(start, start + len(batch))), memory)
+            for out, (_, resized) in zip(outputs, batch):
+                logits = tiny_model.postprocess_logits(out.low_res_logits, resized, (96, 128))[0, 0]
+                expected_masks.append((logits.sigmoid() > 0.5).numpy())
+                expected_scores.append(out.object_score_logits.sigmoid().item())
+    assert [r.frame_index for r in results] == list(range(19))
+    for result, mask, score in zip(results, expected_masks, expected_scores):
+        assert np.array_equal(result.mask, mask)
+        assert result.object_score == pytest.approx(score, abs=1e-6)
+        assert result.mask.shape == (96, 128) and result.mask.dtype == bool
+
+
+@pytest.mark.parametrize("mode", ["clip", "frame"])
+def test_memory_bank_stays_bounded_and_resets(tiny_model, mode):
+    tracker = StreamTracker(tiny_model, clip_length=4, mode=mode)
+    tracker.set_query(QUERY)
+    frames = video(1, 40, 56)
+    for i in range(200):
+        tracker.push(frames[0], stamp=float(i))
+    bank = tracker._memory.bank
+    assert tracker.memory_size == 15 and bank.spatial_entry_count() == 6
+    assert tracker._memory.fusion_context is None or len(tracker._memory.fusion_context) == 3
+
+    tracker.push(frames[0], stamp=10.0)  # backwards: a new stream
+    assert tracker.memory_size <= 1
+    tracker.set_query("a small green square")
+    assert tracker.memory_size == 0 and tracker.pending_frames == 0
+
+
+def test_frame_mode_returns_one_result_per_frame(tiny_model):
+    tracker = StreamTracker(tiny_model, mode="frame", frame_window=3)
+    tracker.set_query(QUERY)
+    counts = [len(tracker.push(frame, stamp=0.1 * i)) for i, frame in enumerate(video(10))]
+    assert counts == [1] * 10
+    assert tracker.flush() == []
+
+
+def test_clip_mode_returns_every_frame_exactly_once(tiny_model):
+    tracker = StreamTracker(tiny_model, clip_length=4)
+    tracker.set_query(QUERY)
+    counts = [len(tracker.push(frame, stamp=0.1 * i)) for i, frame in enumerate(video(10))]
+    assert counts == [0, 0, 0, 4, 0, 0, 0, 4, 0, 0]
+    assert [r.frame_index for r in tracker.flush()] == [8, 9]
+
+
+def test_forced_cme_switch_marks_exactly_the_window_frames(always_switch):
+    tracker = StreamTracker(always_switch, clip_length=8)
+    tracker.set_query(QUERY)
+    results = run(tracker, video(20))
+    switched = [r.frame_index for r in results if r.cme_switched]
+    assert switched == [5, 8, 11, 14, 17]  # past frame 4, then every window-1 = 3 frames
+    decided = [r.frame_index for r in results if r.cme_probability is not None]
+    assert decided == switched and all(r.cme_probability > 0.99 for r in results if r.cme_switched)
+
+
+def test_forced_switch_writes_the_reweighted_mask_into_memory(always_switch):
+    model = always_switch
+    query = model.tokenize(QUERY)
+    frames = torch.stack([preprocess_frame(f, 128, torch.device("cpu"))[0] for f in video(8)])
+    with torch.inference_mode():
+        switching = model.forward_clip(frames, query, list(range(8)), model.new_stream_memory())
+        plain = model.forward_clip(frames, query, list(range(8)), model.new_stream_memory(), use_cme=False)
+        features = model.encode_clip(frames, query)
+        memoryless = model.decode_without_memory(features, 5).high_res_logits
+    for i in range(5):
+        assert torch.equal(switching[i].memory_logits, plain[i].memory_logits)
+    expected = reweight_memory_logits(plain[5].memory_logits, memoryless, "reweight")
+    assert bool(switching[5].cme_switched) and torch.equal(switching[5].memory_logits, expected)
+    assert not torch.equal(expected, plain[5].memory_logits)
+    assert not bool(switching[6].cme_ran) and not bool(switching[7].cme_ran)
+
+
+def test_disabled_cme_never_decides(tiny_model):
+    tracker = StreamTracker(tiny_model, clip_length=8, use_cme=False)
+    tracker.set_query(QUERY)
+    assert all(r.cme_probability is None and not r.cme_switched for r in run(tracker, video(12)))
+
+
+def test_backwards_stamp_finishes_the_old_stream_and_starts_a_new_one(tiny_model):
+    tracker = StreamTracker(tiny_model, clip_length=4)
+    tracker.set_query(QUERY)
+    frames = video(6)
+    for i in range(6):
+        tracker.push(frames[i], stamp=10.0 + i)  # 4 processed, 2 pending
+    results = tracker.push(frames[0], stamp=1.0)
+    assert [r.frame_index for r in results] == [4, 5] and not any(r.stream_reset for r in results)
+    results = tracker.flush()
+    assert [(r.frame_index, r.stream_reset, r.stamp) for r in results] == [(0, True, 1.0)]
+
+
+def test_empty_query_yields_nothing_and_reset_keeps_the_query(tiny_model):
+    tracker = StreamTracker(tiny_model, mode="frame")
+    assert tracker.push(video(1)[0], stamp=0.0) == []
+    tracker.set_query("   ")
+    assert tracker.push(video(1)[0], stamp=0.0) == []
+    tracker.set_query(QUERY)
+    assert len(tracker.push(video(1)[0], stamp=0.0)) == 1
+    tracker.reset()
+    assert tracker.query == QUERY
+    assert tracker.push(video(1)[0], stamp=0.0)[0].frame_index == 0
+
+
+@pytest.mark.parametrize("shape", [(50, 1, 3), (1, 70, 3), (2160, 3840, 3)])
+def test_odd_frame_sizes(tiny_model, shape):
+    tracker = StreamTracker(tiny_model, mode="frame")
+    tracker.set_query(QUERY)
+    frame = np.full(shape, 128, dtype=np.uint8)
+    (result,) = tracker.push(frame, stamp=0.0)
+    assert result.mask.shape == shape[:2]
+
+
+def test_grayscale_as_rgb_and_non_contiguous_frames(tiny_model):
+    tracker = StreamTracker(tiny_model, mode="frame")
+    tracker.set_query(QUERY)
+    gray = np.repeat(video(1)[0][..., :1], 3, axis=2)
+    assert tracker.push(gray, stamp=0.0)[0].mask.shape == (96, 128)
+    bgr = video(1)[0]
+    view = bgr[::2, ::-1, ::-1]  # strided, reversed, channel-swapped view
+    assert not view.flags.c_contiguous
+    assert tracker.push(view, stamp=0.1)[0].mask.shape == (48, 128)
+
+
+@pytest.mark.parametrize("frame, message", [
+    (np.zeros((10, 10, 3), dtype=np.float32), "uint8"),
+    (np.zeros((10, 10), dtype=np.uint8), "HxWx3"),
+    (np.zeros((10, 10, 4), dtype=np.uint8), "HxWx3"),
+    (np.zeros((0, 10, 3), dtype=np.uint8), "empty"),
+    ([[0, 0, 0]], "numpy array"),
+])
+def test_wrong_frames_are_value_errors(tiny_model, frame, message):
+    tracker = StreamTracker(tiny_model)
+    tracker.set_query(QUERY)
+    with pytest.raises(ValueError, match=message):
+        tracker.push(frame, stamp=0.0)
+
+
+def test_bf16_precision_runs(tiny_model):
+    tracker = StreamTracker(tiny_model, mode="frame", precision="bf16")
+    tracker.set_query(QUERY)
+    (result,) = tracker.push(video(1)[0], stamp=0.0)
+    assert 0.0 <= result.object_score <= 1.0
+
+
+@pytest.mark.parametrize("size, expected", [
+    ((1080, 1920), (576, 1024)),
+    ((1024, 1024), (1020, 1020)),  # near-square frames end at 1020, as in the release
+    ((480, 640), (768, 1024)),
+    ((1920, 1080), (1024, 576)),
+    ((1, 4000), (1, 1024)),
+])
+def test_resized_shape_follows_torchvision_resize(size, expected):
+    assert resized_shape(*size, image_size=1024) == expected
+
+
+def test_resize_is_within_one_grey_level_of_pil():
+    frame = video(1, 301, 457, seed=3)[0]
+    pixels, (h, w) = preprocess_frame(frame, 1024, torch.device("cpu"))
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    ours = ((pixels * std + mean) * 255).permute(1, 2, 0).numpy()
+    reference = np.asarray(Image.fromarray(frame).resize((w, h), Image.BILINEAR), dtype=np.float32)
+    assert np.abs(ours - reference).max() <= 1.0
