@@ -1,0 +1,1 @@
+"""Data: synthetic referring-video scenes (and, later, dataset loaders)."""
