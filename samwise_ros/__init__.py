@@ -5,5 +5,6 @@
 __path__ = __import__("pkgutil").extend_path(__path__, __name__)
 
 from .model import Samwise, SamwiseConfig  # noqa: E402
+from .tracker import StreamTracker, TrackResult  # noqa: E402
 
-__all__ = ["Samwise", "SamwiseConfig"]
+__all__ = ["Samwise", "SamwiseConfig", "StreamTracker", "TrackResult"]

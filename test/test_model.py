@@ -1,5 +1,7 @@
 """The network on its own: sizes, HSA locality, the early-pointer hook, a tiny clip forward."""
 
+import re
+
 import pytest
 import torch
 
@@ -168,3 +170,48 @@ def test_roberta_embedding_zeroes_padded_positions_like_fairseq(tiny_model):
     with torch.no_grad():
         embedded = tiny_model.text_encoder.embed(ids, mask)
     assert embedded[0, 3:].abs().sum() == 0 and embedded[0, :3].abs().sum() > 0
+
+
+def test_motion_prompt_adds_the_first_verb_token(tokenizer):
+    config = SamwiseConfig.tiny(vocab_size=len(tokenizer), motion_prompt=True)
+
+    def verbs(text):
+        return [(m.start(), m.end()) for m in re.finditer(r"\w+ing\b", text)]
+
+    model = Samwise(config, tokenizer=tokenizer, verb_tagger=verbs).eval()
+    query = model.tokenize("the red ball rolling to the left")
+    assert query.verb_tokens.sum() >= 1
+    sparse_lengths = []
+    # registered after the model's own hook, so it sees the prompt with the appended tokens
+    handle = model.sam.sam_prompt_encoder.register_forward_hook(
+        lambda module, args, out: sparse_lengths.append(out[0].shape[1]))
+    with torch.inference_mode():
+        model.forward_clip(torch.randn(1, 3, 128, 128), query, [0], model.new_stream_memory())
+    handle.remove()
+    assert sparse_lengths == [4]  # sam2's empty point and padding point, the text token, the verb token
+
+
+def test_image_level_variant_decodes_without_object_scores(tokenizer):
+    model = Samwise(SamwiseConfig.tiny(vocab_size=len(tokenizer), pred_obj_scores=False), tokenizer=tokenizer).eval()
+    with torch.inference_mode():
+        outputs = model.forward_clip(torch.randn(6, 3, 128, 128), model.tokenize("the red ball"), list(range(6)),
+                                     model.new_stream_memory())
+    assert all(torch.isfinite(out.low_res_logits).all() for out in outputs)
+
+
+def test_sparse_prompt_is_two_empty_points_then_the_projected_sentence_state(tiny_model):
+    query = tiny_model.tokenize("the red ball")
+    prompts = []
+    handle = tiny_model.sam.sam_prompt_encoder.register_forward_hook(lambda m, a, out: prompts.append(out[0]))
+    frames = torch.randn(1, 3, 128, 128)
+    with torch.inference_mode():
+        tiny_model.forward_clip(frames, query, [0], tiny_model.new_stream_memory())
+        state = tiny_model.encode_clip(frames, query).text_state  # token 0's final state
+        expected_text = tiny_model.text_prompt(state[0])
+    handle.remove()
+    (sparse,) = prompts
+    not_a_point = tiny_model.sam.sam_prompt_encoder.not_a_point_embed.weight[0]
+    assert sparse.shape == (1, 3, 256)
+    torch.testing.assert_close(sparse[0, 0], not_a_point)
+    torch.testing.assert_close(sparse[0, 1], not_a_point)
+    torch.testing.assert_close(sparse[0, 2], expected_text)

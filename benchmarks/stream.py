@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Stream benchmark: per-frame latency, throughput, and whether memory and time stay flat.
+
+    .venv/bin/python benchmarks/stream.py                          # tiny config, CPU, 5,000 frames per mode
+    .venv/bin/python benchmarks/stream.py --config official --device cuda --precision bf16 --frames 3000
+
+Latency is from a frame's push to the moment its result is returned (in clip mode a frame waits for
+its clip, so that includes the wait). Flatness compares frames 100-199 with the last 100 frames
+(median over clips of the time per frame, target within 5%) and the resident memory at frame 1,000 with the end
+(target within 2%; frame 100 is reported as warm-up). Random weights: speed does not depend on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from samwise_ros.data.synthetic import demo_scene, scene_corpus
+from samwise_ros.model import Samwise, SamwiseConfig
+from samwise_ros.model.tokenizer import train_roberta_tokenizer
+from samwise_ros.runtime import resolve_device, resolve_precision
+from samwise_ros.tracker import StreamTracker
+
+CHECKPOINTS = (100, 1000)
+
+
+def resident_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def median_time_per_frame(step_times: list[float], clip: int) -> float:
+    """Median over whole clips of the clip's time divided by its length (robust to stray stalls)."""
+    clips = [sum(step_times[i : i + clip]) / clip for i in range(0, len(step_times) - clip + 1, clip)]
+    return statistics.median(clips)
+
+
+def run_mode(model: Samwise, mode: str, frames: list[np.ndarray], count: int, device: torch.device) -> dict:
+    tracker = StreamTracker(model, mode=mode)
+    tracker.set_query(demo_scene().expression)
+    pushed_at, latencies, step_times, rss = {}, [], [], {}
+    started = time.perf_counter()
+    for index in range(count):
+        frame = frames[index % len(frames)]
+        before = time.perf_counter()
+        pushed_at[index] = before
+        results = tracker.push(frame, stamp=index / 30.0)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        step_times.append(now - before)
+        for result in results:
+            latencies.append(now - pushed_at.pop(result.frame_index))
+        if index + 1 in CHECKPOINTS or index + 1 == count:
+            rss[index + 1] = resident_mib()
+    elapsed = time.perf_counter() - started
+    clip = 1 if mode == "frame" else tracker.clip_length
+    end = count - count % clip
+    early = median_time_per_frame(step_times[96:200], clip)  # whole clips from frame 96
+    late = median_time_per_frame(step_times[end - 104:end], clip)
+    return {
+        "latency_p50_ms": 1000 * statistics.median(latencies),
+        "latency_p95_ms": 1000 * float(np.percentile(latencies, 95)),
+        "fps": count / elapsed,
+        "rss_mib": rss,
+        "time_early_ms": 1000 * early,
+        "time_late_ms": 1000 * late,
+        "memory_bank": tracker.memory_size,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", choices=("tiny", "official"), default="tiny")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--frames", type=int, default=5000)
+    parser.add_argument("--modes", nargs="+", default=["clip", "frame"])
+    parser.add_argument("--size", type=int, nargs=2, default=(240, 320), metavar=("H", "W"))
+    args = parser.parse_args()
+
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
+    torch.manual_seed(0)
+    tokenizer = train_roberta_tokenizer(scene_corpus(), Path(tempfile.mkdtemp()), 512)
+    config = SamwiseConfig.tiny(vocab_size=len(tokenizer)) if args.config == "tiny" else SamwiseConfig.official()
+    model = Samwise(config, tokenizer=tokenizer).prepare(device, precision)
+    scene = demo_scene()
+    frames = [scene.render(i)[0] for i in range(16)]
+    if tuple(args.size) != (scene.height, scene.width):
+        import cv2
+
+        frames = [cv2.resize(f, (args.size[1], args.size[0])) for f in frames]
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"config {args.config}, image size {model.image_size}, frames {args.size[0]}x{args.size[1]}, "
+          f"{name}, {precision}, {args.frames} frames per mode")
+    for mode in args.modes:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        stats = run_mode(model, mode, frames, args.frames, device)
+        rss = stats["rss_mib"]
+        rss_drift = 100 * (rss[args.frames] - rss[1000]) / rss[1000] if 1000 in rss else float("nan")
+        time_drift = 100 * (stats["time_late_ms"] - stats["time_early_ms"]) / stats["time_early_ms"]
+        print(f"[{mode}] latency p50 {stats['latency_p50_ms']:.1f} ms, p95 {stats['latency_p95_ms']:.1f} ms, "
+              f"throughput {stats['fps']:.1f} frames/s, memory bank {stats['memory_bank']} frames")
+        print(f"[{mode}] RSS MiB " + ", ".join(f"@{k}: {v:.1f}" for k, v in sorted(rss.items()))
+              + f"; drift 1,000 -> {args.frames}: {rss_drift:+.2f}% ({'ok' if abs(rss_drift) <= 2 else 'OVER 2%'})")
+        print(f"[{mode}] time per frame, frames 100-199: {stats['time_early_ms']:.2f} ms, last 100: "
+              f"{stats['time_late_ms']:.2f} ms; drift {time_drift:+.2f}% ({'ok' if abs(time_drift) <= 5 else 'OVER 5%'})")
+        if device.type == "cuda":
+            print(f"[{mode}] peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
