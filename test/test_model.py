@@ -215,3 +215,21 @@ def test_sparse_prompt_is_two_empty_points_then_the_projected_sentence_state(tin
     torch.testing.assert_close(sparse[0, 0], not_a_point)
     torch.testing.assert_close(sparse[0, 1], not_a_point)
     torch.testing.assert_close(sparse[0, 2], expected_text)
+
+
+def test_training_forward_trains_only_the_release_modules_on_ungated_masks(tokenizer):
+    torch.manual_seed(0)
+    model = Samwise(SamwiseConfig.tiny(vocab_size=len(tokenizer)), tokenizer=tokenizer)
+    with torch.no_grad():  # the object is never "present": inference gates every mask to -1024
+        model.sam.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(-100.0)
+    model.freeze_for_training()
+    model.train()
+    outputs = model.forward_train(torch.randn(8, 3, 128, 96), model.tokenize("the red ball"))
+    assert [out.cme_label is not None for out in outputs] == [i > 4 for i in range(8)]
+    assert all(out.mask_logits.shape == (1, 1, 128, 96) for out in outputs)
+    assert all(out.mask_logits.std() > 0 for out in outputs)  # ungated, unlike inference
+    loss = sum(out.mask_logits.sigmoid().mean() for out in outputs)
+    loss = loss + sum(out.cme_logits.logsumexp(-1).sum() for out in outputs if out.cme_logits is not None)
+    loss.backward()
+    with_grad = {name for name, p in model.named_parameters() if p.grad is not None}
+    assert with_grad == set(model.trainable_parameter_names()) - {"cme.block.norm2.weight", "cme.block.norm2.bias"}

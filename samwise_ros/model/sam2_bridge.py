@@ -4,6 +4,8 @@
   `sam2`'s prompt encoder returns, so `SAM2Base._forward_sam_heads` runs unchanged.
 - `EarlyPointerHook` reads the query states after the first two-way block of the mask decoder's
   transformer: the mask-token-0 row is the CME's early object pointer.
+- `RawMaskHook` keeps the mask decoder's logits before `sam2` hard-gates them with the object score:
+  the release trains on the ungated logits (its copy of SAM2 gates only at inference).
 """
 
 from __future__ import annotations
@@ -76,6 +78,24 @@ class EarlyPointerHook:
         if self.early_obj_ptr is None:
             raise RuntimeError("the mask decoder has not run since the last early pointer was read")
         value, self.early_obj_ptr = self.early_obj_ptr, None
+        return value
+
+    def remove(self) -> None:
+        self._handle.remove()
+
+
+class RawMaskHook:
+    """Forward hook on the mask decoder: its low-res mask logits before the object-score gating."""
+
+    def __init__(self, mask_decoder: nn.Module):
+        self.low_res_logits: Tensor | None = None
+        self._handle = mask_decoder.register_forward_hook(self._capture)
+
+    def _capture(self, module: nn.Module, inputs: tuple, output: tuple) -> None:
+        self.low_res_logits = output[0]  # [B, 1, S/4, S/4] with multimask_output=False
+
+    def pop(self) -> Tensor:
+        value, self.low_res_logits = self.low_res_logits, None
         return value
 
     def remove(self) -> None:

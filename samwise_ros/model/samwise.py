@@ -13,10 +13,10 @@ from torch import Tensor, nn
 
 from .adapter import CMTAdapter
 from . import checkpoint as ckpt
-from .cme import ConditionalMemoryEncoder, cme_window_open, reweight_memory_logits
+from .cme import ConditionalMemoryEncoder, cme_window_open, reweight_memory_logits, same_object_labels
 from .config import SamwiseConfig
 from .memory import FusionContext, MemoryBank, MemoryEntry, StreamMemory
-from .sam2_bridge import EarlyPointerHook, PromptTokenHook, build_sam2_base
+from .sam2_bridge import EarlyPointerHook, PromptTokenHook, RawMaskHook, build_sam2_base
 from .text_encoder import build_text_encoder
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -94,6 +94,16 @@ class FrameOutput:
     memory_logits: Tensor  # [1, 1, S, S], what was written to the memory
 
 
+@dataclass
+class TrainFrameOutput:
+    """What the training forward returns for one frame."""
+
+    mask_logits: Tensor  # [1, 1, h, w] at the clip's (resized) input size
+    object_score_logits: Tensor  # [1, 1]
+    cme_logits: Tensor | None  # [1, 2] where the CME window allows
+    cme_label: Tensor | None  # [1] long: 1 switch, 0 same object, -1 ignore
+
+
 class Samwise(nn.Module):
     """The SAMWISE network. Pure torch: no ROS, no file formats (see checkpoint.py for those)."""
 
@@ -129,6 +139,7 @@ class Samwise(nn.Module):
 
         self._prompt_hook = PromptTokenHook(self.sam.sam_prompt_encoder)
         self._early_pointer = EarlyPointerHook(self.sam.sam_mask_decoder)
+        self._raw_masks = RawMaskHook(self.sam.sam_mask_decoder)
         self.precision = "fp32"  # compute precision for callers that autocast (the weights stay float32)
 
     # ---- construction from files ----------------------------------------------------------------
@@ -370,6 +381,10 @@ class Samwise(nn.Module):
                 high_res_features=features.high_res_feats(index),
                 multimask_output=False,
             )
+        raw_low_res = self._raw_masks.pop()
+        if self.training:  # train on the ungated logits, as the release does
+            low_res = raw_low_res.float()
+            high_res = F.interpolate(low_res, size=high_res.shape[-2:], mode="bilinear", align_corners=False)
         return FrameDecoding(low_res, high_res, obj_ptr, self._early_pointer.pop(), object_score, iou)
 
     def encode_memory(self, features: ClipFeatures, index: int, high_res_logits: Tensor,
@@ -418,6 +433,28 @@ class Samwise(nn.Module):
             memory.bank.add(frame_index, self.encode_memory(features, index, memory_logits, decoded))
             outputs.append(FrameOutput(frame_index, decoded.low_res_logits, decoded.object_score_logits,
                                        cme_logits, ran, switched, memory_logits))
+        return outputs
+
+    def forward_train(self, frames: Tensor, query: TextQuery) -> list[TrainFrameOutput]:
+        """The release's training forward on one clip: a fresh memory and clip-relative frame indices,
+        the CME evaluated where its window allows but never applied, with its self-supervised label
+        (1: the memory path and the memory-less path segment different objects)."""
+        features = self.encode_clip(frames, query)
+        memory = self.new_stream_memory()
+        resized_hw = tuple(frames.shape[-2:])
+        outputs = []
+        for index in range(frames.shape[0]):
+            decoded = self.decode_with_memory(features, index, index, memory)
+            masks = self.postprocess_logits(decoded.low_res_logits, resized_hw, resized_hw)
+            cme_logits = cme_label = None
+            if self.config.use_cme and cme_window_open(index, 0, self.config.cme_decision_window):
+                memoryless = self.decode_without_memory(features, index)
+                cme_logits = self.cme(decoded.obj_ptr.detach(), memoryless.early_obj_ptr.detach())
+                memoryless_masks = self.postprocess_logits(memoryless.low_res_logits, resized_hw, resized_hw)
+                cme_label = same_object_labels(masks[:, 0].detach(), memoryless_masks[:, 0].detach(),
+                                               memoryless.object_score_logits.detach())
+            memory.bank.add(index, self.encode_memory(features, index, decoded.high_res_logits, decoded))
+            outputs.append(TrainFrameOutput(masks, decoded.object_score_logits, cme_logits, cme_label))
         return outputs
 
     def postprocess_logits(self, low_res_logits: Tensor, resized_hw: tuple[int, int],
