@@ -435,6 +435,11 @@ class Samwise(nn.Module):
                                        cme_logits, ran, switched, memory_logits))
         return outputs
 
+    def forward(self, frames: Tensor, query: TextQuery) -> list[TrainFrameOutput]:
+        """The module's forward is the training forward (DistributedDataParallel wraps `forward`);
+        inference goes through `forward_clip`, which carries the stream's memory."""
+        return self.forward_train(frames, query)
+
     def forward_train(self, frames: Tensor, query: TextQuery) -> list[TrainFrameOutput]:
         """The release's training forward on one clip: a fresh memory and clip-relative frame indices,
         the CME evaluated where its window allows but never applied, with its self-supervised label

@@ -1,0 +1,1 @@
+"""Training SAMWISE: losses, clip batches, the training loop with resumable checkpoints."""

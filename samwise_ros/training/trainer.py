@@ -1,0 +1,231 @@
+"""The training loop: AdamW (the release's optimiser, no weight decay: Adam), gradient clipping,
+bf16 autocast on CUDA, DistributedDataParallel under torchrun, resumable checkpoints, CSV logs."""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+from tqdm import tqdm
+
+from ..model import Samwise
+from .batches import clip_tensors
+from .losses import cme_loss, dice_loss, sigmoid_focal_loss
+
+STATE_FILE = "training_state.pt"
+LAST = "last"
+
+
+@dataclass
+class TrainSettings:
+    output: Path
+    epochs: int = 1
+    batch_size: int = 2
+    lr: float = 1e-5
+    clip_max_norm: float = 1.0
+    from_scratch: bool = False  # train every parameter (tiny models), not only the release's modules
+    seed: int = 0
+    workers: int = 0
+    log_every: int = 10
+
+
+@dataclass
+class Progress:
+    epoch: int = 0  # epochs completed
+    step: int = 0
+    history: list[dict] = field(default_factory=list)  # one row per epoch
+
+
+def collate_list(items):
+    return list(items)
+
+
+class Trainer:
+    """Trains `model` on a dataset of ReferringClip; `evaluate(model) -> dict` scores an epoch."""
+
+    def __init__(self, model: Samwise, dataset: Dataset, settings: TrainSettings,
+                 evaluate: Callable[[Samwise], dict] | None = None):
+        self.settings = settings
+        self.rank, self.world_size = init_distributed()
+        self.device = model.device
+        self.model = model
+        if settings.from_scratch:
+            for param in model.parameters():
+                param.requires_grad_(True)
+        else:
+            model.freeze_for_training()
+        self.parameters = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.parameters, lr=settings.lr, weight_decay=0.0)
+        # the CME is unused on clips shorter than its window (image data): hence find_unused_parameters
+        self.network = (DistributedDataParallel(model, find_unused_parameters=True)
+                        if self.world_size > 1 else model)
+        self.sampler = DistributedSampler(dataset, shuffle=True, seed=settings.seed) if self.world_size > 1 else None
+        generator = torch.Generator().manual_seed(settings.seed)
+        self.loader = DataLoader(dataset, batch_size=settings.batch_size, shuffle=self.sampler is None,
+                                 sampler=self.sampler, num_workers=settings.workers, collate_fn=collate_list,
+                                 generator=generator, drop_last=False)
+        self.evaluate = evaluate
+        self.progress = Progress()
+        settings.output.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    # ---- one step ---------------------------------------------------------------------------
+
+    def losses(self, batch) -> dict[str, torch.Tensor]:
+        """Mean focal and dice over the batch's clips, and the CME loss over its decided frames."""
+        focal, dice, cme_logits, cme_labels = [], [], [], []
+        for clip in batch:
+            tensors = clip_tensors(clip.frames, clip.masks, clip.expression, self.model.image_size, self.device)
+            query = self.model.tokenize(tensors.expression)
+            with self._autocast():
+                outputs = self.network(tensors.frames, query)
+            logits = torch.cat([out.mask_logits.float() for out in outputs]).flatten().unsqueeze(0)
+            targets = tensors.masks.flatten().unsqueeze(0)
+            focal.append(sigmoid_focal_loss(logits, targets))
+            dice.append(dice_loss(logits, targets))
+            cme_logits += [out.cme_logits for out in outputs if out.cme_logits is not None]
+            cme_labels += [out.cme_label for out in outputs if out.cme_label is not None]
+        losses = {"loss_mask": torch.stack(focal).mean(), "loss_dice": torch.stack(dice).mean()}
+        if cme_logits:
+            losses["loss_cme"] = cme_loss(torch.cat(cme_logits), torch.cat(cme_labels).to(self.device))
+        return losses
+
+    def step(self, batch) -> dict[str, float]:
+        self.network.train()
+        losses = self.losses(batch)
+        total = sum(losses.values())
+        if not torch.isfinite(total):
+            raise FloatingPointError(f"loss is {total.item()} at step {self.progress.step}: {losses}")
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(self.parameters, self.settings.clip_max_norm)
+        self.optimizer.step()
+        self.progress.step += 1
+        return {name: value.item() for name, value in losses.items()} | {"loss": total.item()}
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+
+    # ---- epochs -------------------------------------------------------------------------------
+
+    def fit(self) -> Progress:
+        log_path = self.settings.output / "train_log.csv"
+        for epoch in range(self.progress.epoch, self.settings.epochs):
+            if self.sampler is not None:
+                self.sampler.set_epoch(epoch)
+            sums, count, started = {}, 0, time.perf_counter()
+            bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{self.settings.epochs}", disable=not self.is_main)
+            for batch in bar:
+                values = self.step(batch)
+                count += 1
+                for name, value in values.items():
+                    sums[name] = sums.get(name, 0.0) + value
+                bar.set_postfix(loss=f"{values['loss']:.4f}", clips_per_s=f"{count * len(batch) / (time.perf_counter() - started):.2f}")
+                if self.is_main and self.progress.step % self.settings.log_every == 0:
+                    append_csv(log_path, {"epoch": epoch + 1, "step": self.progress.step, **values})
+            self.progress.epoch = epoch + 1
+            row = {"epoch": epoch + 1, "step": self.progress.step, **{k: v / max(count, 1) for k, v in sums.items()}}
+            if self.evaluate is not None and self.is_main:
+                self.model.eval()
+                row.update(self.evaluate(self.model))
+            self.progress.history.append(row)
+            if self.is_main:
+                append_csv(self.settings.output / "epochs.csv", row)
+                self.save(self.settings.output / LAST)
+            barrier(self.world_size)
+        if self.is_main:
+            plot_curves(log_path, self.settings.output / "epochs.csv", self.settings.output / "curves.png")
+        return self.progress
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+
+    def save(self, directory: Path) -> None:
+        """The model as a self-contained directory, plus optimiser state and progress to resume from."""
+        self.model.save(directory)
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.progress.epoch,
+            "step": self.progress.step,
+            "history": self.progress.history,
+            "torch_rng": torch.get_rng_state(),
+        }
+        torch.save(state, directory / STATE_FILE)
+
+    def resume(self, directory: Path) -> None:
+        """Continue from a directory written by `save` (weights, optimiser, epoch and step)."""
+        from ..model.checkpoint import load_state_strict, read_directory
+
+        _, weights, _ = read_directory(directory)
+        load_state_strict(self.model, weights, f"resume directory {directory}")
+        state = torch.load(directory / STATE_FILE, map_location=self.device, weights_only=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        self.progress = Progress(state["epoch"], state["step"], list(state["history"]))
+
+
+def init_distributed() -> tuple[int, int]:
+    """(rank, world size): torchrun's environment when present, else a single process."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    return (dist.get_rank(), world_size) if world_size > 1 else (0, 1)
+
+
+def barrier(world_size: int) -> None:
+    if world_size > 1:
+        dist.barrier()
+
+
+def append_csv(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def read_csv(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def plot_curves(step_log: Path, epoch_log: Path, output: Path) -> None:
+    """Loss per logged step and the per-epoch scores, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps, epochs = read_csv(step_log), read_csv(epoch_log)
+    figure, (losses, scores) = plt.subplots(1, 2, figsize=(10, 4))
+    for name in ("loss", "loss_mask", "loss_dice", "loss_cme"):
+        points = [(int(r["step"]), float(r[name])) for r in steps if r.get(name)]
+        if points:
+            losses.plot(*zip(*points), label=name)
+    losses.set_xlabel("step"), losses.set_yscale("log"), losses.set_title("training losses")
+    for name in sorted({k for r in epochs for k in r if k.startswith("eval_")}):
+        points = [(int(r["epoch"]), float(r[name])) for r in epochs if r.get(name)]
+        scores.plot(*zip(*points), marker="o", label=name.removeprefix("eval_"))
+    scores.set_xlabel("epoch"), scores.set_title("held-out scores")
+    for axes in (losses, scores):
+        if axes.lines:
+            axes.legend()
+    figure.tight_layout()
+    figure.savefig(output, dpi=100)
+    plt.close(figure)

@@ -1,0 +1,92 @@
+"""Training: the release's losses, a short run that lowers the loss, resuming, DDP with gloo."""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+from samwise_ros import Samwise, SamwiseConfig
+from samwise_ros.data.synthetic import demo_scene
+from samwise_ros.training.losses import cme_loss, dice_loss, sigmoid_focal_loss
+from samwise_ros.training.trainer import TrainSettings, Trainer
+
+
+@dataclass
+class Clip:
+    frames: np.ndarray
+    masks: np.ndarray
+    expression: str
+
+
+class SceneClips(torch.utils.data.Dataset):
+    """Clips of the demo scene at a few start frames (the trainer only needs frames/masks/expression)."""
+
+    def __init__(self, starts, length=6):
+        self.starts, self.length = starts, length
+
+    def __len__(self):
+        return len(self.starts)
+
+    def __getitem__(self, index):
+        scene = demo_scene()
+        rendered = [scene.render(self.starts[index] + t) for t in range(self.length)]
+        frames = np.stack([image[::3, ::3] for image, _ in rendered])
+        masks = np.stack([mask[::3, ::3] for _, mask in rendered])
+        return Clip(frames, masks, scene.expression)
+
+
+def test_focal_and_dice_match_hand_computed_values():
+    logits = torch.tensor([[0.0, 0.0]])
+    targets = torch.tensor([[1.0, 0.0]])
+    # p = 0.5: ce = ln 2, (1 - p_t)^2 = 0.25, alpha_t = 0.25 / 0.75 -> mean of the two pixels
+    expected_focal = (0.25 * 0.25 + 0.75 * 0.25) * np.log(2) / 2
+    assert sigmoid_focal_loss(logits, targets).item() == pytest.approx(expected_focal, rel=1e-6)
+    # dice: 1 - (2 * 0.5 + 1) / (1.0 + 1 + 1)
+    assert dice_loss(logits, targets).item() == pytest.approx(1 - 2 / 3, rel=1e-6)
+
+
+def test_cme_loss_weights_switches_and_ignores_minus_one():
+    logits = torch.tensor([[0.0, 0.0], [0.0, 0.0], [3.0, -3.0]])
+    labels = torch.tensor([1, 0, -1])
+    # both valid rows have loss ln 2; weights 2 and 1 -> weighted mean is ln 2
+    assert cme_loss(logits, labels).item() == pytest.approx(np.log(2), rel=1e-6)
+    assert cme_loss(logits, torch.tensor([-1, -1, -1])).item() == 0.0
+
+
+@pytest.fixture
+def fresh_tiny(tokenizer):
+    torch.manual_seed(0)
+    return Samwise(SamwiseConfig.tiny(vocab_size=len(tokenizer)), tokenizer=tokenizer)
+
+
+def test_a_short_run_lowers_the_loss(fresh_tiny, tmp_path):
+    settings = TrainSettings(output=tmp_path, epochs=1, batch_size=1, lr=1e-3, log_every=1)
+    trainer = Trainer(fresh_tiny, SceneClips([0] * 8), settings)
+    losses = [trainer.step([SceneClips([0])[0]])["loss"] for _ in range(8)]
+    assert losses[-1] < 0.85 * losses[0]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+
+
+def test_resume_continues_from_the_saved_step(tokenizer, tmp_path):
+    def trainer_with(epochs):
+        torch.manual_seed(0)
+        model = Samwise(SamwiseConfig.tiny(vocab_size=len(tokenizer)), tokenizer=tokenizer)
+        return Trainer(model, SceneClips([0, 10]), TrainSettings(output=tmp_path, epochs=epochs, batch_size=1))
+
+    first = trainer_with(1)
+    first.fit()
+    assert (first.progress.epoch, first.progress.step) == (1, 2)
+    assert (tmp_path / "last" / "model.safetensors").is_file() and (tmp_path / "curves.png").is_file()
+
+    second = trainer_with(2)
+    second.resume(tmp_path / "last")
+    assert (second.progress.epoch, second.progress.step) == (1, 2)
+    saved = first.optimizer.state_dict()["state"]
+    restored = second.optimizer.state_dict()["state"]
+    assert all(torch.equal(saved[k]["exp_avg"], restored[k]["exp_avg"]) for k in saved)
+    trained = first.model.state_dict()
+    assert all(torch.equal(trained[k], v) for k, v in second.model.state_dict().items())
+    second.fit()
+    assert (second.progress.epoch, second.progress.step) == (2, 4)
+    assert len(second.progress.history) == 2
