@@ -90,3 +90,23 @@ def test_resume_continues_from_the_saved_step(tokenizer, tmp_path):
     second.fit()
     assert (second.progress.epoch, second.progress.step) == (2, 4)
     assert len(second.progress.history) == 2
+
+
+def test_cli_runs_under_torchrun_with_two_gloo_processes(tmp_path):
+    import csv
+    import os
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "samwise_ros.tools.train", "--data", "synthetic", "--train-size", "4", "--eval-size", "1",
+               "--clip-length", "6", "--frame-size", "60", "80", "--epochs", "1", "--batch-size", "1",
+               "--from-scratch", "--lr", "1e-3", "--device", "cpu", "--output", str(tmp_path)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(tmp_path / "epochs.csv") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert int(row["step"]) == 2  # 4 clips shared by 2 ranks, one clip per step
+    assert 0.0 <= float(row["eval_JF"]) <= 1.0
+    assert (tmp_path / "last" / "model.safetensors").is_file() and (tmp_path / "curves.png").is_file()

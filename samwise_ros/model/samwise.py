@@ -99,7 +99,8 @@ class TrainFrameOutput:
     """What the training forward returns for one frame."""
 
     mask_logits: Tensor  # [1, 1, h, w] at the clip's (resized) input size
-    object_score_logits: Tensor  # [1, 1]
+    object_score_logits: Tensor  # [1, 1], detached: no loss of the release uses it (and DDP needs
+    # every output with a graph to reach the loss)
     cme_logits: Tensor | None  # [1, 2] where the CME window allows
     cme_label: Tensor | None  # [1] long: 1 switch, 0 same object, -1 ignore
 
@@ -459,7 +460,7 @@ class Samwise(nn.Module):
                 cme_label = same_object_labels(masks[:, 0].detach(), memoryless_masks[:, 0].detach(),
                                                memoryless.object_score_logits.detach())
             memory.bank.add(index, self.encode_memory(features, index, decoded.high_res_logits, decoded))
-            outputs.append(TrainFrameOutput(masks, decoded.object_score_logits, cme_logits, cme_label))
+            outputs.append(TrainFrameOutput(masks, decoded.object_score_logits.detach(), cme_logits, cme_label))
         return outputs
 
     def postprocess_logits(self, low_res_logits: Tensor, resized_hw: tuple[int, int],

@@ -125,6 +125,8 @@ class Trainer:
         for epoch in range(self.progress.epoch, self.settings.epochs):
             if self.sampler is not None:
                 self.sampler.set_epoch(epoch)
+            if hasattr(self.loader.dataset, "set_epoch"):  # video datasets draw new frames each epoch
+                self.loader.dataset.set_epoch(epoch)
             sums, count, started = {}, 0, time.perf_counter()
             bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{self.settings.epochs}", disable=not self.is_main)
             for batch in bar:

@@ -1,0 +1,119 @@
+"""samwise-train: train SAMWISE's adapters, prompt MLP and CME (SAM2 and the text encoder frozen),
+or a whole tiny model from scratch; resumable; runs under torchrun for several GPUs or processes.
+
+    samwise-train --data synthetic --config tiny --from-scratch --epochs 10 --output runs/demo
+    samwise-train --data mevis --data-root MeViS_release --init final_model_mevis.pth --tokenizer roberta-base/
+    samwise-train --data ytvos --data-root ref-youtube-vos --sam2-checkpoint sam2_hiera_base_plus.pt \\
+                  --text-encoder roberta-base/ --lr 1e-5
+    torchrun --nproc_per_node 2 -m samwise_ros.tools.train ...
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from ..data.synthetic import KINDS, SyntheticReferringVideos, scene_corpus
+from ..model import Samwise, SamwiseConfig
+from ..model.tokenizer import train_roberta_tokenizer
+from ..runtime import resolve_device
+from ..training.evaluation import score_clips
+from ..training.trainer import LAST, Trainer, TrainSettings, init_distributed
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="samwise-train", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", choices=("synthetic", "ytvos", "mevis", "refcoco"), default="synthetic")
+    data.add_argument("--data-root", type=Path, help="dataset folder (not for synthetic)")
+    data.add_argument("--refcoco-dataset", default="refcoco", help="refcoco, refcoco+ or refcocog")
+    data.add_argument("--clip-length", type=int, default=8, help="T frames per training clip")
+    data.add_argument("--train-size", type=int, default=2000, help="synthetic clips per epoch")
+    data.add_argument("--eval-size", type=int, default=24, help="held-out synthetic clips scored each epoch")
+    data.add_argument("--kinds", nargs="+", default=list(KINDS), help="synthetic expression kinds")
+    data.add_argument("--frame-size", type=int, nargs=2, default=(120, 160), metavar=("H", "W"))
+    model = parser.add_argument_group("model (one of)")
+    model.add_argument("--init", type=Path, help="a saved model directory or a released .pth to fine-tune")
+    model.add_argument("--tokenizer", type=Path, help="tokenizer directory for a released .pth")
+    model.add_argument("--sam2-checkpoint", type=Path, help="SAM2 .pt (with --text-encoder): fresh adapters")
+    model.add_argument("--text-encoder", type=Path, help="transformers RoBERTa or CLIP directory")
+    model.add_argument("--config", choices=("tiny", "official"), default="tiny", help="random weights of a preset")
+    training = parser.add_argument_group("training")
+    training.add_argument("--from-scratch", action="store_true", help="train every parameter (tiny models)")
+    training.add_argument("--epochs", type=int, default=1)
+    training.add_argument("--batch-size", type=int, default=2)
+    training.add_argument("--lr", type=float, default=1e-5, help="the paper: 1e-4 pre-training, 1e-5 on video")
+    training.add_argument("--clip-max-norm", type=float, default=1.0)
+    training.add_argument("--workers", type=int, default=0, help="data-loading processes")
+    training.add_argument("--device", default="auto")
+    training.add_argument("--seed", type=int, default=0)
+    training.add_argument("--output", type=Path, default=Path("runs/samwise"))
+    training.add_argument("--resume", action="store_true", help="continue from OUTPUT/last")
+    return parser.parse_args(argv)
+
+
+def build_dataset(args: argparse.Namespace, seed: int, length: int):
+    if args.data == "synthetic":
+        return SyntheticReferringVideos(length=length, frames=args.clip_length, size=tuple(args.frame_size),
+                                        kinds=tuple(args.kinds), seed=seed)
+    if args.data_root is None:
+        raise SystemExit(f"--data {args.data} needs --data-root")
+    if args.data == "ytvos":
+        from ..data.refvos import RefYouTubeVOS
+
+        return RefYouTubeVOS(args.data_root, frames=args.clip_length, seed=seed)
+    if args.data == "mevis":
+        from ..data.refvos import MeViS
+
+        return MeViS(args.data_root, frames=args.clip_length, seed=seed)
+    from ..data.refcoco import RefCOCO
+
+    return RefCOCO.from_root(args.data_root, dataset=args.refcoco_dataset, split="train")
+
+
+def build_model(args: argparse.Namespace, device: torch.device) -> Samwise:
+    if args.init is not None:
+        return Samwise.from_path(args.init, args.tokenizer, device)
+    if args.sam2_checkpoint is not None or args.text_encoder is not None:
+        if args.sam2_checkpoint is None or args.text_encoder is None:
+            raise SystemExit("--sam2-checkpoint and --text-encoder go together")
+        return Samwise.from_pretrained(args.sam2_checkpoint, args.text_encoder, device=device)
+    tokenizer = train_roberta_tokenizer(scene_corpus(), args.output / "tokenizer", vocab_size=512)
+    torch.manual_seed(args.seed)
+    config = SamwiseConfig.tiny(vocab_size=len(tokenizer)) if args.config == "tiny" else SamwiseConfig.official()
+    return Samwise(config, tokenizer=tokenizer).prepare(device)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    rank, _ = init_distributed()
+    device = resolve_device(args.device)
+    if device.type == "cuda" and rank:
+        device = torch.device("cuda", rank % torch.cuda.device_count())
+    args.output.mkdir(parents=True, exist_ok=True)
+    model = build_model(args, device)
+    held_out = None
+    if args.data == "synthetic" and args.eval_size > 0:
+        held_out = build_dataset(args, seed=args.seed + 1_000_003, length=args.eval_size)
+
+    settings = TrainSettings(output=args.output, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                             clip_max_norm=args.clip_max_norm, from_scratch=args.from_scratch, seed=args.seed,
+                             workers=args.workers)
+    evaluate = (lambda m: score_clips(m, held_out)) if held_out is not None else None
+    trainer = Trainer(model, build_dataset(args, args.seed, args.train_size), settings, evaluate)
+    if args.resume:
+        trainer.resume(args.output / LAST)
+    progress = trainer.fit()
+    if trainer.is_main:
+        last = progress.history[-1] if progress.history else {}
+        print(f"trained {progress.epoch} epochs, {progress.step} steps; last epoch: "
+              + ", ".join(f"{k} {v:.4f}" for k, v in last.items() if isinstance(v, float)))
+        print(f"model: {args.output / LAST}   logs: {args.output / 'epochs.csv'}   curves: {args.output / 'curves.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
