@@ -1,1 +1,1 @@
-"""Data: synthetic referring-video scenes (and, later, dataset loaders)."""
+"""Training data as ReferringClip datasets: synthetic referring videos, Ref-YouTube-VOS, MeViS, RefCOCO."""

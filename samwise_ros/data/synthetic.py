@@ -1,12 +1,25 @@
 """Synthetic referring videos: coloured shapes moving over a textured background, with the mask of
-the object an expression refers to. Deterministic for a given seed."""
+the object an expression refers to. Deterministic for a given seed.
+
+`SyntheticReferringVideos` makes scenes whose expression needs one kind of reasoning:
+- appearance: "the small green square" (distractors share the shape, the colour, or both);
+- motion: "the ball moving to the left" (a distractor that looks the same moves another way);
+- time: "the triangle that appears later" (the target pops in partway through while a look-alike is
+  visible from the first frame: a memory that locks onto the first match must switch, the CME's job).
+In every scene a shape of another kind passes over the target, so the masks are its visible pixels.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import itertools
+from dataclasses import asdict, astuple, dataclass, replace
+from typing import NamedTuple
 
 import cv2
 import numpy as np
+from torch.utils.data import Dataset
+
+from .clips import ReferringClip
 
 COLOURS = {  # RGB
     "red": (220, 40, 40),
@@ -15,6 +28,20 @@ COLOURS = {  # RGB
     "yellow": (230, 210, 40),
 }
 SHAPES = ("ball", "square", "triangle")
+SIZES = {"small": (0.05, 0.07), "large": (0.10, 0.13)}  # radius range, as a fraction of min(H, W)
+LARGE_FROM = 0.085  # a radius of at least this fraction of min(H, W) is "large"
+DIRECTIONS = ("left", "right", "up", "down")
+KINDS = ("appearance", "motion", "time")
+
+NOUNS = {"ball": ("ball", "circle"), "square": ("square",), "triangle": ("triangle",)}
+MOTION_PHRASES = {
+    "left": ("moving left", "moving to the left"),
+    "right": ("moving right", "moving to the right"),
+    "up": ("moving up",),
+    "down": ("moving down",),
+}
+ROLLING_PHRASES = {"left": "rolling to the left", "right": "rolling to the right"}  # only a ball rolls
+TIME_PHRASES = ("that appears later", "that shows up later")
 
 
 @dataclass(frozen=True)
@@ -24,11 +51,22 @@ class MovingShape:
     radius: float  # pixels
     start: tuple[float, float]  # (x, y) at frame 0
     velocity: tuple[float, float]  # pixels per frame
+    first_frame: int = 0  # drawn from this frame on
 
     def centre(self, frame: int) -> tuple[float, float]:
         return self.start[0] + self.velocity[0] * frame, self.start[1] + self.velocity[1] * frame
 
+    @property
+    def direction(self) -> str:
+        """The dominant direction of motion (image y grows downwards)."""
+        vx, vy = self.velocity
+        if abs(vx) >= abs(vy):
+            return "left" if vx < 0 else "right"
+        return "up" if vy < 0 else "down"
+
     def draw(self, canvas: np.ndarray, frame: int, value) -> None:
+        if frame < self.first_frame:
+            return
         x, y = self.centre(frame)
         r = self.radius
         if self.shape == "ball":
@@ -41,6 +79,33 @@ class MovingShape:
 
 
 @dataclass(frozen=True)
+class Description:
+    """What an expression says about its object; None means not said."""
+
+    shape: str
+    colour: str | None = None
+    size: str | None = None  # "small" / "large"
+    direction: str | None = None  # one of DIRECTIONS
+    appears_later: bool | None = None  # only True is ever said
+
+    def covers(self, facts: Description) -> bool:
+        """Whether an object with these (complete) facts satisfies the description."""
+        return all(said is None or said == fact for said, fact in zip(astuple(self), astuple(facts)))
+
+    def phrasings(self) -> list[str]:
+        """Every way the generator may put this description into words."""
+        adjectives = [word for word in (self.size, self.colour) if word]
+        motions = ("",)
+        if self.direction:
+            motions = MOTION_PHRASES[self.direction]
+            if self.shape == "ball" and self.direction in ROLLING_PHRASES:
+                motions += (ROLLING_PHRASES[self.direction],)
+        times = TIME_PHRASES if self.appears_later else ("",)
+        return [" ".join(word for word in ("the", *adjectives, noun, motion, time) if word)
+                for noun, motion, time in itertools.product(NOUNS[self.shape], motions, times)]
+
+
+@dataclass(frozen=True)
 class Scene:
     """Shapes drawn in order (later ones occlude earlier ones); `target` indexes the referred shape."""
 
@@ -50,21 +115,192 @@ class Scene:
     height: int = 240
     width: int = 320
     seed: int = 0
+    description: Description | None = None  # what `expression` says, when the generator made it
 
     def render(self, frame: int) -> tuple[np.ndarray, np.ndarray]:
         """(HxWx3 uint8 RGB image, HxW bool mask of the target's visible pixels) of one frame."""
-        rng = np.random.default_rng((self.seed, frame))
-        image = np.full((self.height, self.width, 3), 110, dtype=np.uint8)
-        image += rng.integers(0, 30, image.shape, dtype=np.uint8)  # sensor-like noise background
+        image = self.background(frame)
         labels = np.full((self.height, self.width), -1, dtype=np.int16)
         for index, shape in enumerate(self.shapes):
             shape.draw(image, frame, COLOURS[shape.colour])
             shape.draw(labels, frame, index)
         return image, labels == self.target
 
+    def background(self, frame: int) -> np.ndarray:
+        """Grey blotches fixed for the scene plus sensor-like noise that changes every frame."""
+        coarse = np.random.default_rng([self.seed, 0]).uniform(80, 150, (5, 7)).astype(np.float32)
+        texture = cv2.resize(coarse, (self.width, self.height), interpolation=cv2.INTER_CUBIC)
+        noise = np.random.default_rng([self.seed, 1, frame]).integers(0, 30, (self.height, self.width, 3))
+        return np.clip(texture[..., None] + noise, 0, 255).astype(np.uint8)
+
+    def footprint(self, index: int, frame: int) -> np.ndarray:
+        """HxW bool: the pixels shape `index` covers in `frame`, ignoring the shapes drawn over it."""
+        canvas = np.zeros((self.height, self.width), dtype=np.uint8)
+        self.shapes[index].draw(canvas, frame, 1)
+        return canvas.astype(bool)
+
+    def describe(self, index: int) -> Description:
+        """Everything an expression could say about shape `index`."""
+        shape = self.shapes[index]
+        size = "large" if shape.radius >= LARGE_FROM * min(self.height, self.width) else "small"
+        return Description(shape.shape, shape.colour, size, shape.direction, shape.first_frame > 0)
+
     def frames(self, count: int):
         for frame in range(count):
             yield self.render(frame)
+
+
+class SyntheticReferringVideos(Dataset):
+    """`length` scenes of `frames` frames; scene `index` depends only on (seed, index), so a held-out
+    split is the same class with another seed. Kinds take turns: index % len(kinds)."""
+
+    def __init__(self, length: int = 1000, frames: int = 8, size: tuple[int, int] = (240, 320),
+                 kinds: tuple[str, ...] = KINDS, seed: int = 0):
+        if frames < 3:
+            raise ValueError("a scene needs at least 3 frames (time: a look-alike alone, then the target twice)")
+        if not kinds or set(kinds) - set(KINDS):
+            raise ValueError(f"kinds must be a non-empty subset of {KINDS}, got {kinds}")
+        self.length, self.frames, self.size, self.kinds, self.seed = length, frames, tuple(size), tuple(kinds), seed
+
+    def __len__(self) -> int:
+        return self.length
+
+    def kind(self, index: int) -> str:
+        return self.kinds[index % len(self.kinds)]
+
+    def scene(self, index: int) -> Scene:
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        rng = np.random.default_rng([self.seed, index])
+        return build_scene(rng, self.kind(index), self.frames, *self.size)
+
+    def __getitem__(self, index: int) -> ReferringClip:
+        scene = self.scene(index)
+        images, masks = zip(*scene.frames(self.frames))
+        return ReferringClip(np.stack(images), np.stack(masks), scene.expression,
+                             f"synthetic/{self.kind(index)}/{index:05d}")
+
+
+class _Cast(NamedTuple):
+    target: MovingShape
+    below: list[MovingShape]  # drawn under the target
+    above: list[MovingShape]  # drawn over the target (and over the shape passing over it)
+    required: tuple[str, ...]  # Description fields the expression must say
+
+
+@dataclass
+class _ShapeMaker:
+    """Random shapes whose paths stay inside the image for the whole clip."""
+
+    rng: np.random.Generator
+    frames: int
+    height: int
+    width: int
+
+    def pick(self, options, excluding=()) -> str:
+        return str(self.rng.choice([option for option in options if option not in excluding]))
+
+    def look(self) -> tuple[str, str, str]:
+        return self.pick(SHAPES), self.pick(COLOURS), self.pick(SIZES)
+
+    def shape(self, shape: str, colour: str, size: str, direction: str, first_frame: int = 0) -> MovingShape:
+        radius = self.radius(size)
+        velocity = self.velocity(direction)
+        start = tuple(self.start_inside(radius, v * (self.frames - 1), extent)
+                      for v, extent in zip(velocity, (self.width, self.height)))
+        return MovingShape(shape, colour, radius, start, velocity, first_frame)
+
+    def radius(self, size: str) -> float:
+        return float(self.rng.uniform(*SIZES[size]) * min(self.height, self.width))
+
+    def velocity(self, direction: str) -> tuple[float, float]:
+        horizontal = direction in ("left", "right")
+        # over the clip a shape travels a third of the image or so: clearly moving, still inside
+        speed = self.rng.uniform(0.25, 0.45) * (self.width if horizontal else self.height) / (self.frames - 1)
+        drift = self.rng.uniform(-0.15, 0.15) * speed  # small enough that `direction` stays the dominant one
+        signed = -speed if direction in ("left", "up") else speed
+        return (float(signed), float(drift)) if horizontal else (float(drift), float(signed))
+
+    def start_inside(self, radius: float, travel: float, extent: int) -> float:
+        low, high = radius + max(0.0, -travel), extent - radius - max(0.0, travel)
+        return float(self.rng.uniform(low, high)) if low < high else (low + high) / 2
+
+    def passer(self, target: MovingShape) -> MovingShape:
+        """A shape of another kind crossing over the target's centre after the target's first frame
+        (which so always shows it unhidden by the passer)."""
+        crossing = int(self.rng.integers(target.first_frame + 1, self.frames))
+        across = ("up", "down") if target.direction in ("left", "right") else ("left", "right")
+        velocity = self.velocity(self.pick(across))
+        # within 0.2 radius of the centre: inside every shape, so the passer always hides some of it
+        centre = np.add(target.centre(crossing), self.rng.uniform(-0.2, 0.2, 2) * target.radius)
+        start = tuple(float(c) for c in centre - np.multiply(velocity, crossing))
+        return MovingShape(self.pick(SHAPES, target.shape), self.pick(COLOURS), self.radius(self.pick(SIZES)),
+                           start, velocity)
+
+    def clutter(self, target_shape: str) -> list[MovingShape]:
+        """0-1 shapes of other kinds: more to look at, never a candidate for the expression."""
+        return [self.shape(self.pick(SHAPES, target_shape), self.pick(COLOURS), self.pick(SIZES),
+                           self.pick(DIRECTIONS)) for _ in range(self.rng.integers(0, 2))]
+
+
+def _appearance_cast(make: _ShapeMaker) -> _Cast:
+    shape, colour, size = make.look()
+    target = make.shape(shape, colour, size, make.pick(DIRECTIONS))
+    same_shape = [
+        make.shape(shape, make.pick(COLOURS, colour), make.pick(SIZES), make.pick(DIRECTIONS)),
+        make.shape(shape, colour, make.pick(SIZES, size), make.pick(DIRECTIONS)),
+    ]
+    # one or both same-shape look-alikes, so the colour, the size or both must be said
+    kept = [same_shape[i] for i in ((0,), (1,), (0, 1))[make.rng.integers(3)]]
+    same_colour = make.shape(make.pick(SHAPES, shape), colour, make.pick(SIZES), make.pick(DIRECTIONS))
+    return _Cast(target, [*kept, same_colour, *make.clutter(shape)], [], ())
+
+
+def _motion_cast(make: _ShapeMaker) -> _Cast:
+    shape, colour, size = make.look()
+    direction = make.pick(DIRECTIONS)
+    target = make.shape(shape, colour, size, direction)
+    twin = make.shape(shape, colour, size, make.pick(DIRECTIONS, direction))  # same look, another motion
+    distractors = [twin]
+    if make.rng.random() < 0.5:  # same motion, another colour: the colour must be said as well
+        distractors.append(make.shape(shape, make.pick(COLOURS, colour), make.pick(SIZES), direction))
+    return _Cast(target, [*distractors, *make.clutter(shape)], [], ("direction",))
+
+
+def _time_cast(make: _ShapeMaker) -> _Cast:
+    shape, colour, size = make.look()
+    appears = int(make.rng.integers(max(1, make.frames // 4), make.frames // 2 + 1))  # <= T-2: shown twice at least
+    target = make.shape(shape, colour, size, make.pick(DIRECTIONS), first_frame=appears)
+    # same look, there from the first frame, drawn on top so that it stays visible throughout
+    twin = make.shape(shape, colour, size, make.pick(DIRECTIONS))
+    return _Cast(target, make.clutter(shape), [twin], ("appears_later",))
+
+
+CASTS = {"appearance": _appearance_cast, "motion": _motion_cast, "time": _time_cast}
+
+
+def build_scene(rng: np.random.Generator, kind: str, frames: int, height: int, width: int) -> Scene:
+    """A scene of `kind` (one of KINDS) whose expression fits its target and no other shape."""
+    make = _ShapeMaker(rng, frames, height, width)
+    cast = CASTS[kind](make)
+    below = [cast.below[i] for i in rng.permutation(len(cast.below))]
+    shapes = (*below, cast.target, make.passer(cast.target), *cast.above)
+    scene = Scene(shapes, target=len(below), expression="", height=height, width=width,
+                  seed=int(rng.integers(2**31)))
+    description = unique_description(scene, cast.required)
+    return replace(scene, expression=str(rng.choice(description.phrasings())), description=description)
+
+
+def unique_description(scene: Scene, required: tuple[str, ...] = ()) -> Description:
+    """The shortest description of the target that says `required` and covers no other shape."""
+    facts = [scene.describe(index) for index in range(len(scene.shapes))]
+    target = facts.pop(scene.target)
+    for optional in ((), ("colour",), ("size",), ("colour", "size")):
+        said = {"shape", *required, *optional}
+        candidate = Description(**{name: value for name, value in asdict(target).items() if name in said})
+        if not any(candidate.covers(other) for other in facts):
+            return candidate
+    raise RuntimeError(f"no unique description of shape {scene.target} in {scene.shapes}")  # a recipe bug
 
 
 def demo_scene(seed: int = 0) -> Scene:
@@ -78,9 +314,12 @@ def demo_scene(seed: int = 0) -> Scene:
 
 
 def scene_corpus() -> list[str]:
-    """Expressions over the synthetic vocabulary (for training a small tokenizer)."""
-    sizes, motions = ("small", "large"), ("moving left", "moving right", "rolling to the left", "that appears later")
-    return [
-        f"the {size} {colour} {shape} {motion}"
-        for size in sizes for colour in COLOURS for shape in SHAPES for motion in motions
-    ] + [f"the {colour} {shape}" for colour in COLOURS for shape in SHAPES]
+    """Every expression the generator can produce (and the demo's), for training a small tokenizer."""
+    descriptions = [
+        Description(shape, colour, size, direction, appears_later)
+        for shape in SHAPES
+        for colour in (None, *COLOURS)
+        for size in (None, *SIZES)
+        for direction, appears_later in ((None, None), *((d, None) for d in DIRECTIONS), (None, True))
+    ]
+    return sorted({text for description in descriptions for text in description.phrasings()})
