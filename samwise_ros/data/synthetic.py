@@ -151,8 +151,9 @@ class Scene:
 
 
 class SyntheticReferringVideos(Dataset):
-    """`length` scenes of `frames` frames; scene `index` depends only on (seed, index), so a held-out
-    split is the same class with another seed. Kinds take turns: index % len(kinds)."""
+    """`length` scenes of `frames` frames; scene `index` depends only on (seed, epoch, index), so a
+    held-out split is the same class with another seed, and training sees new scenes every epoch
+    (`set_epoch`). Kinds take turns: index % len(kinds)."""
 
     def __init__(self, length: int = 1000, frames: int = 8, size: tuple[int, int] = (240, 320),
                  kinds: tuple[str, ...] = KINDS, seed: int = 0):
@@ -161,6 +162,10 @@ class SyntheticReferringVideos(Dataset):
         if not kinds or set(kinds) - set(KINDS):
             raise ValueError(f"kinds must be a non-empty subset of {KINDS}, got {kinds}")
         self.length, self.frames, self.size, self.kinds, self.seed = length, frames, tuple(size), tuple(kinds), seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return self.length
@@ -171,7 +176,7 @@ class SyntheticReferringVideos(Dataset):
     def scene(self, index: int) -> Scene:
         if not 0 <= index < self.length:
             raise IndexError(index)
-        rng = np.random.default_rng([self.seed, index])
+        rng = np.random.default_rng([self.seed, self.epoch, index])
         return build_scene(rng, self.kind(index), self.frames, *self.size)
 
     def __getitem__(self, index: int) -> ReferringClip:
