@@ -42,6 +42,7 @@ class TrackResult:
     cme_probability: float | None  # switch probability, None when the CME did not decide on this frame
     cme_switched: bool
     stream_reset: bool = False  # this frame started a new stream (its stamp went backwards)
+    probability: np.ndarray | None = None  # HxW float32 mask probability, only when the tracker keeps it
 
 
 @dataclass
@@ -55,7 +56,8 @@ class _PendingFrame:
 
 class StreamTracker:
     def __init__(self, model: Samwise, clip_length: int = 8, mode: str = "clip", frame_window: int | None = None,
-                 mask_threshold: float = 0.5, use_cme: bool | None = None, precision: str | None = None):
+                 mask_threshold: float = 0.5, use_cme: bool | None = None, precision: str | None = None,
+                 keep_probability: bool = False):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if clip_length < 1:
@@ -67,6 +69,7 @@ class StreamTracker:
         self.clip_length = clip_length
         self.frame_window = frame_window or clip_length
         self.mask_threshold = mask_threshold
+        self.keep_probability = keep_probability  # evaluation needs it (the DAVIS protocol argmaxes objects)
         self.use_cme = model.config.use_cme if use_cme is None else use_cme
         self.precision = precision or model.precision
         if self.precision not in ("fp32", *AUTOCAST_DTYPES):
@@ -165,7 +168,8 @@ class StreamTracker:
             out.cme_switched.float(),
         ])
         # sigmoid first, as the release does (x > logit(t) differs where sigmoid rounds to exactly t)
-        mask = (logits.sigmoid() > self.mask_threshold).cpu().numpy()  # the one device-to-host copy, with:
+        mask_probability = logits.sigmoid()
+        mask = (mask_probability > self.mask_threshold).cpu().numpy()  # the one device-to-host copy, with:
         score, probability, ran, switched = scalars.cpu().tolist()
         stats = mask_stats(mask)
         return TrackResult(
@@ -173,4 +177,5 @@ class StreamTracker:
             object_score=score, detected=stats.area > 0, bbox=stats.bbox, area=stats.area,
             centroid=stats.centroid, cme_probability=probability if ran else None,
             cme_switched=bool(switched), stream_reset=frame.stream_reset,
+            probability=mask_probability.cpu().numpy() if self.keep_probability else None,
         )

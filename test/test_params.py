@@ -1,0 +1,49 @@
+"""The node's parameters file read outside ROS (what samwise-replay and the node share)."""
+
+from pathlib import Path
+
+import pytest
+
+from samwise_ros.params import (DEFAULT_PARAMETERS, default_parameters_file, load_node_parameters,
+                                override_parameters, tracker_from_parameters)
+
+CONFIG = Path(__file__).resolve().parent.parent / "config" / "samwise.yaml"
+
+
+def test_shipped_file_holds_the_interface_defaults():
+    assert default_parameters_file() == CONFIG
+    assert load_node_parameters(CONFIG) == DEFAULT_PARAMETERS
+    assert load_node_parameters(None) == DEFAULT_PARAMETERS
+
+
+def test_wildcard_then_node_sections(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("/**:\n  ros__parameters:\n    clip_length: 4\n    device: cpu\n"
+                    "/robot/samwise:\n  ros__parameters:\n    clip_length: 2\n    mask_threshold: 1\n"
+                    "other_node:\n  ros__parameters:\n    mode: frame\n")
+    parameters = load_node_parameters(path)
+    assert parameters["clip_length"] == 2 and parameters["device"] == "cpu" and parameters["mode"] == "clip"
+    assert parameters["mask_threshold"] == 1.0 and isinstance(parameters["mask_threshold"], float)
+
+
+def test_wrong_types_are_errors(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("samwise:\n  ros__parameters:\n    use_cme: 'yes'\n")
+    with pytest.raises(ValueError, match="use_cme"):
+        load_node_parameters(path)
+    with pytest.raises(ValueError, match="clip_length"):
+        override_parameters(DEFAULT_PARAMETERS, ["clip_length=2.5"])
+    with pytest.raises(ValueError, match="NAME=VALUE"):
+        override_parameters(DEFAULT_PARAMETERS, ["clip_length"])
+
+
+def test_tracker_gets_the_node_settings(tiny_model):
+    parameters = override_parameters(DEFAULT_PARAMETERS, ["mode=frame", "clip_length=3", "use_cme=false",
+                                                          "mask_threshold=0.6", "cme_window=5"])
+    window = tiny_model.config.cme_decision_window
+    try:
+        tracker = tracker_from_parameters(tiny_model, parameters)
+        assert (tracker.mode, tracker.clip_length, tracker.use_cme, tracker.mask_threshold) == ("frame", 3, False, 0.6)
+        assert tiny_model.config.cme_decision_window == 5
+    finally:
+        tiny_model.config.cme_decision_window = window

@@ -1,0 +1,249 @@
+"""samwise-replay on bags written here with rosbags, on videos and on folders of frames (tiny model)."""
+
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+from rosbags.highlevel import AnyReader
+from rosbags.rosbag2 import StoragePlugin, Writer
+
+from samwise_ros.bags import image_to_rgb, samwise_typestore
+from samwise_ros.tools import replay
+
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # rclpy is imported below (no DDS)
+
+HEIGHT, WIDTH = 24, 32
+IMAGE_TOPIC, QUERY_TOPIC = "/camera/color/image_raw", "/text_query"
+TYPES = samwise_typestore()
+T = TYPES.types
+
+
+def frames(count, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8) for _ in range(count)]
+
+
+def stamp_ns(index):
+    return 1_700_000_000 * 10**9 + index * 100_000_000  # 10 Hz
+
+
+def header(index):
+    ns = stamp_ns(index)
+    return T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=ns // 10**9, nanosec=ns % 10**9),
+                                    frame_id="camera_color_optical_frame")
+
+
+def raw_image(index, rgb, encoding="rgb8"):
+    pixels = {"rgb8": rgb, "bgr8": rgb[..., ::-1]}.get(encoding, rgb[..., :2])  # anything else: 2 channels
+    channels = pixels.shape[2]
+    return T["sensor_msgs/msg/Image"](header=header(index), height=HEIGHT, width=WIDTH, encoding=encoding,
+                                      is_bigendian=0, step=WIDTH * channels,
+                                      data=np.ascontiguousarray(pixels).reshape(-1))
+
+
+def compressed_image(index, rgb):
+    ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return T["sensor_msgs/msg/CompressedImage"](header=header(index), format="rgb8; png compressed bgr8",
+                                                data=data.reshape(-1))
+
+
+def write_bag(path, storage, images, queries=(), encoding="rgb8", compressed=False, corrupt_at=None):
+    """images: RGB frames; queries: (before frame index, text); corrupt_at: a frame written truncated."""
+    msgtype = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
+    with Writer(path, version=9, storage_plugin=storage) as writer:
+        image_connection = writer.add_connection(IMAGE_TOPIC, msgtype, typestore=TYPES)
+        query_connection = writer.add_connection(QUERY_TOPIC, "std_msgs/msg/String", typestore=TYPES)
+        writer.add_connection("/camera/depth/image_rect_raw", "sensor_msgs/msg/Image", typestore=TYPES)
+        queries = dict(queries)
+        for index, rgb in enumerate(images):
+            if index in queries:
+                data = TYPES.serialize_cdr(T["std_msgs/msg/String"](data=queries[index]), "std_msgs/msg/String")
+                writer.write(query_connection, stamp_ns(index) - 1000, data)
+            message = compressed_image(index, rgb) if compressed else raw_image(index, rgb, encoding)
+            data = TYPES.serialize_cdr(message, msgtype)
+            writer.write(image_connection, stamp_ns(index) + 5000, data[:40] if index == corrupt_at else data)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_model, tmp_path_factory):
+    return tiny_model.save(tmp_path_factory.mktemp("model"))
+
+
+def run(model_dir, *arguments):
+    return replay.main([*map(str, arguments), "--checkpoint", str(model_dir), "--device", "cpu"])
+
+
+def read_bag(path):
+    """{topic: [(log time, raw bytes, msgtype)]} of a bag, read back with rosbags."""
+    topics = {}
+    with AnyReader([path]) as reader:
+        for connection, log_time, raw in reader.messages():
+            topics.setdefault(connection.topic, []).append((log_time, raw, connection.msgtype))
+    return topics
+
+
+def test_mcap_bag_with_a_query_topic_changing_mid_bag(model_dir, tmp_path):
+    """6 frames in clips of 2; the query changes before frame 3. Frames 0-1 form a clip; frame 2 is
+    still buffered when the new query arrives and is dropped with the old stream (as the node does);
+    frames 3-4 form a clip and frame 5 is flushed at the end: 5 results."""
+    images = frames(6)
+    bag = write_bag(tmp_path / "in", StoragePlugin.MCAP, images,
+                    queries=[(0, "the red ball"), (3, "a small green square")])
+    assert run(model_dir, bag, "--image-topic", IMAGE_TOPIC, "--query-topic", QUERY_TOPIC, "--set", "clip_length=2",
+               "--output-bag", tmp_path / "out", "--results", tmp_path / "results.jsonl") == 0
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [r["input_frame"] for r in records] == [0, 1, 3, 4, 5]
+    assert [r["frame_index"] for r in records] == [0, 1, 0, 1, 2]
+    assert [r["query"] for r in records] == ["the red ball"] * 2 + ["a small green square"] * 3
+
+    from rclpy.serialization import deserialize_message
+    from samwise_ros.msg import CmeSwitch, Segmentation
+    from sensor_msgs.msg import Image
+
+    topics = read_bag(tmp_path / "out")
+    assert set(topics) <= {"/mask", "/result", "/cme_switch"}
+    assert {msgtype for _, _, msgtype in topics["/mask"]} == {"sensor_msgs/msg/Image"}
+    assert {msgtype for _, _, msgtype in topics["/result"]} == {"samwise_ros/msg/Segmentation"}
+    masks = [deserialize_message(raw, Image) for _, raw, _ in topics["/mask"]]
+    results = [deserialize_message(raw, Segmentation) for _, raw, _ in topics["/result"]]
+    switches = [deserialize_message(raw, CmeSwitch) for _, raw, _ in topics.get("/cme_switch", [])]
+    assert len(masks) == len(results) == 5 and len(switches) == sum(r["cme_switched"] for r in records)
+    expected_stamps = [stamp_ns(i) for i in (0, 1, 3, 4, 5)]
+    for mask, result, stamp, record in zip(masks, results, expected_stamps, records):
+        for message in (mask, result):
+            assert message.header.stamp.sec * 10**9 + message.header.stamp.nanosec == stamp
+            assert message.header.frame_id == "camera_color_optical_frame"
+        assert (mask.height, mask.width, mask.encoding, mask.step) == (HEIGHT, WIDTH, "mono8", WIDTH)
+        pixels = np.frombuffer(bytes(mask.data), np.uint8)
+        assert pixels.size == HEIGHT * WIDTH and set(np.unique(pixels)) <= {0, 255}
+        assert result.area_px == np.count_nonzero(pixels) == record["area"]
+        assert result.query == record["query"] and result.frame_index == record["frame_index"]
+        assert result.detected == record["detected"]
+        assert result.object_score == pytest.approx(record["object_score"], abs=1e-4)
+    assert [t for t, _, _ in topics["/result"]] == sorted(t for t, _, _ in topics["/result"])
+
+
+def test_sqlite3_compressed_images_and_two_queries(model_dir, tmp_path, capsys):
+    """Two --query streams over 4 PNG-compressed frames (clips of 8: all flushed at the end): 4 results
+    each, masks in masks/0 and masks/1, an overlay video per stream, namespaced topics in the bag."""
+    bag = write_bag(tmp_path / "in", StoragePlugin.SQLITE3, frames(4), compressed=True)
+    assert run(model_dir, bag, "--image-topic", IMAGE_TOPIC, "--query", "the red ball", "--query", "the blue cup",
+               "--masks", tmp_path / "masks",
+               "--overlay", tmp_path / "overlay.mp4", "--results", tmp_path / "r.jsonl",
+               "--output-bag", tmp_path / "out", "--storage", "sqlite3", "--namespace", "/samwise") == 0
+    for stream in ("0", "1"):
+        names = sorted(p.name for p in (tmp_path / "masks" / stream).iterdir())
+        assert names == [f"{i:06d}.png" for i in range(4)]
+        assert set(np.unique(cv2.imread(str(tmp_path / "masks" / stream / names[0]), cv2.IMREAD_UNCHANGED))) <= {0, 255}
+        video = cv2.VideoCapture(str(tmp_path / f"overlay_{stream}.mp4"))
+        assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 4
+        assert int(video.get(cv2.CAP_PROP_FRAME_WIDTH)) == WIDTH
+    records = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert sorted((r["stream"], r["input_frame"]) for r in records) == [(s, i) for s in (0, 1) for i in range(4)]
+    assert list((tmp_path / "out").glob("*.db3"))
+    topics = read_bag(tmp_path / "out")
+    assert len(topics["/samwise/query_0/mask"]) == len(topics["/samwise/query_1/result"]) == 4
+    summary = capsys.readouterr().out
+    assert "frames:  4" in summary and "stream 1 ('the blue cup'): 4 results" in summary
+
+
+def test_missing_bag(model_dir, tmp_path, capsys):
+    assert run(model_dir, tmp_path / "no_such_bag") == 2
+    assert "no bag at" in capsys.readouterr().err
+
+
+def test_unknown_topic_lists_the_image_topics(model_dir, tmp_path, capsys):
+    bag = write_bag(tmp_path / "in", StoragePlugin.MCAP, frames(1))
+    assert run(model_dir, bag, "--image-topic", "/camera/image", "--query", "x") == 2
+    error = capsys.readouterr().err
+    assert "'/camera/image' is not in the bag" in error
+    assert "/camera/color/image_raw" in error and "/camera/depth/image_rect_raw" in error
+    assert run(model_dir, bag, "--query", "x") == 2  # two image topics: one must be chosen
+    assert "choose the image topic" in capsys.readouterr().err
+
+
+def test_unsupported_encoding(model_dir, tmp_path, capsys):
+    bag = write_bag(tmp_path / "in", StoragePlugin.MCAP, frames(2), encoding="16UC1")
+    assert run(model_dir, bag, "--image-topic", IMAGE_TOPIC, "--query", "x", "--results", tmp_path / "r.jsonl") == 1
+    assert "image encoding '16UC1' is not supported" in capsys.readouterr().err
+    assert (tmp_path / "r.jsonl").read_text() == ""
+
+
+def test_truncated_message_keeps_what_came_before(model_dir, tmp_path, capsys):
+    """Frame 3 of 5 is cut short: frames 0-2 are segmented and written, then a clear error."""
+    bag = write_bag(tmp_path / "in", StoragePlugin.SQLITE3, frames(5), corrupt_at=3)
+    assert run(model_dir, bag, "--image-topic", IMAGE_TOPIC, "--query", "the red ball",
+               "--results", tmp_path / "r.jsonl", "--output-bag", tmp_path / "out") == 1
+    assert "cannot be read past image 3 of 5" in capsys.readouterr().err
+    assert [json.loads(line)["input_frame"] for line in (tmp_path / "r.jsonl").read_text().splitlines()] == [0, 1, 2]
+    assert len(read_bag(tmp_path / "out")["/result"]) == 3  # the output bag was closed properly
+
+
+def test_truncated_mcap_file_is_a_clear_error(model_dir, tmp_path, capsys):
+    bag = write_bag(tmp_path / "in", StoragePlugin.MCAP, frames(3))
+    data = (bag / "in.mcap").read_bytes()
+    (bag / "in.mcap").write_bytes(data[: len(data) // 2])
+    assert run(model_dir, bag, "--image-topic", IMAGE_TOPIC, "--query", "x") == 2
+    error = capsys.readouterr().err
+    assert "cannot open bag" in error and "mcap recover" in error
+
+
+def write_video(path, images, fourcc="MJPG"):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 5.0, (WIDTH, HEIGHT))
+    for rgb in images:
+        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def test_video_file_and_truncated_video(model_dir, tmp_path, capsys):
+    video = write_video(tmp_path / "clip.avi", frames(6))
+    assert run(model_dir, video, "--query", "the red ball", "--results", tmp_path / "r.jsonl") == 0
+    records = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert [r["stamp"] for r in records] == pytest.approx([i / 5.0 for i in range(6)])  # the video's 5 frames/s
+
+    data = video.read_bytes()
+    (tmp_path / "cut.avi").write_bytes(data[: int(len(data) * 0.8)])  # the last frame or two cut off
+    capsys.readouterr()
+    assert run(model_dir, tmp_path / "cut.avi", "--query", "the red ball", "--results", tmp_path / "cut.jsonl") == 1
+    assert "ended after 4 of the 6 frames it declares: the file is truncated" in capsys.readouterr().err
+    assert len((tmp_path / "cut.jsonl").read_text().splitlines()) == 4  # what was read is kept
+
+
+def test_folder_of_frames_keeps_the_file_names(model_dir, tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for index, rgb in enumerate(frames(3)):
+        cv2.imwrite(str(folder / f"frame_{index:03d}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert run(model_dir, folder, "--query", "the red ball", "--masks", tmp_path / "masks",
+               "--output-bag", tmp_path / "out", "--frame-id", "cam") == 0
+    assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == [f"frame_{i:03d}.png" for i in range(3)]
+    assert len(read_bag(tmp_path / "out")["/mask"]) == 3
+
+
+def test_over_long_query_is_rejected(model_dir, tmp_path, capsys):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), frames(1)[0])
+    assert run(model_dir, folder, "--query", "x" * 20, "--set", "max_query_chars=10") == 2
+    assert "more than max_query_chars (10)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "bgra8", "mono8"])
+def test_image_encodings_with_padded_rows(encoding):
+    """Every encoding the node accepts, with 3 bytes of padding per row (step > width * channels)."""
+    rgb = frames(1)[0]
+    pixels = {"rgb8": rgb, "bgr8": rgb[..., ::-1], "mono8": rgb[..., :1],
+              "rgba8": np.dstack([rgb, np.full_like(rgb[..., :1], 7)]),
+              "bgra8": np.dstack([rgb[..., ::-1], np.full_like(rgb[..., :1], 7)])}[encoding]
+    step = WIDTH * pixels.shape[2] + 3
+    rows = np.zeros((HEIGHT, step), np.uint8)
+    rows[:, : WIDTH * pixels.shape[2]] = pixels.reshape(HEIGHT, -1)
+    message = T["sensor_msgs/msg/Image"](header=header(0), height=HEIGHT, width=WIDTH, encoding=encoding,
+                                         is_bigendian=0, step=step, data=rows.reshape(-1))
+    expected = np.repeat(rgb[..., :1], 3, axis=2) if encoding == "mono8" else rgb
+    decoded = image_to_rgb(message)
+    assert decoded.flags.writeable and np.array_equal(decoded, expected)
