@@ -8,7 +8,7 @@ STAMP := $(VENV)/.samwise-stamp
 
 # What the environment is built from: requirements, packaging, the ROS package and its messages.
 ENV_INPUTS := requirements.txt setup.py setup.cfg package.xml CMakeLists.txt \
-              $(wildcard msg/*.msg) scripts/samwise_node tools/setup_env.sh
+              $(wildcard msg/*.msg) scripts/samwise_node scripts/samwise_player tools/setup_env.sh
 
 # ROS 2: find this package's share directory in .venv, and keep DDS discovery on this machine.
 ROS_ENV := AMENT_PREFIX_PATH="$(CURDIR)/$(VENV)$${AMENT_PREFIX_PATH:+:$$AMENT_PREFIX_PATH}"

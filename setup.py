@@ -65,6 +65,7 @@ setup(
             "samwise-eval = samwise_ros.tools.eval:main",
             "samwise-train = samwise_ros.tools.train:main",
             "samwise_node = samwise_ros.ros.node:main",
+            "samwise_player = samwise_ros.ros.player:main",
         ],
     },
     zip_safe=False,

@@ -24,3 +24,26 @@ def mask_stats(mask: np.ndarray) -> MaskStats:
     area = int(xs.size)
     centroid = (float(xs.mean() + cols[0]), float(ys.mean() + rows[0]))
     return MaskStats(area, (int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])), centroid)
+
+
+def centroid_3d(mask: np.ndarray, depth: np.ndarray, fx: float, fy: float, cx: float, cy: float,
+                metres_per_unit: float = 1.0) -> tuple[float, float, float] | None:
+    """3-D centroid (metres, camera optical frame: x right, y down, z forward) of a boolean HxW mask
+    over an HxW depth image of the same size, with pinhole intrinsics in pixels.
+
+    The masked pixels with a valid depth (finite and positive: zeros are holes) are back-projected
+    and the per-axis median is taken, so holes, NaN and a few pixels of background at the mask's edge
+    do not move the point. None when no masked pixel has a valid depth, or a focal length is 0."""
+    if mask.shape != depth.shape:
+        raise ValueError(f"mask {mask.shape} and depth {depth.shape} differ in size")
+    if fx == 0 or fy == 0:
+        return None
+    rows, cols = np.nonzero(mask)
+    z = depth[rows, cols].astype(np.float64) * metres_per_unit
+    valid = np.isfinite(z) & (z > 0)
+    if not valid.any():
+        return None
+    rows, cols, z = rows[valid], cols[valid], z[valid]
+    x = (cols - cx) * z / fx
+    y = (rows - cy) * z / fy
+    return float(np.median(x)), float(np.median(y)), float(np.median(z))

@@ -1,0 +1,75 @@
+"""The complete demonstration with nothing but this package: a player publishing the bundled
+synthetic video as a camera, the samwise node tracking a query in it, and the overlay for rviz.
+
+    ros2 launch samwise_ros demo.launch.py checkpoint:=/path/to/model
+    ros2 launch samwise_ros demo.launch.py checkpoint:=/path/to/model video:=/path/to/clip.mp4 query:="the dog"
+
+Topics (in the namespace argument, default samwise_demo): camera/image in; mask, result, overlay,
+centroid, cme_switch out. The Fast DDS shared-memory profile of this package is used unless
+shm_profile:=false.
+"""
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
+from launch_ros.substitutions import FindPackageShare
+
+SHARE = FindPackageShare("samwise_ros")
+ARGUMENTS = {  # launch argument: (default, description)
+    "namespace": ("samwise_demo", "namespace of both nodes"),
+    "checkpoint": ("", "model directory or released .pth (empty: the bundled demo weights)"),
+    "tokenizer": ("", "tokenizer directory for a released .pth"),
+    "query": ("the red ball rolling to the left", "what to segment"),
+    "device": ("auto", "auto, cpu or cuda:N"),
+    "precision": ("auto", "auto, fp32, bf16 or fp16"),
+    "mode": ("frame", "clip or frame"),
+    "image": ("camera/image", "the camera topic between player and node"),
+    "video": ("", "video file for the player (empty: the bundled synthetic scene)"),
+    "rate": ("10.0", "player frame rate"),
+    "shm_profile": ("true", "use this package's Fast DDS shared-memory profile"),
+}
+
+
+def generate_launch_description():
+    arguments = [DeclareLaunchArgument(name, default_value=default, description=description)
+                 for name, (default, description) in ARGUMENTS.items()]
+    shm_profile = SetEnvironmentVariable(
+        "FASTDDS_DEFAULT_PROFILES_FILE", PathJoinSubstitution([SHARE, "config", "fastdds_shm.xml"]),
+        condition=IfCondition(LaunchConfiguration("shm_profile")))
+    player = Node(
+        package="samwise_ros",
+        executable="samwise_player",
+        name="samwise_player",
+        namespace=LaunchConfiguration("namespace"),
+        output="screen",
+        parameters=[{
+            "video": ParameterValue(LaunchConfiguration("video"), value_type=str),
+            "rate": ParameterValue(LaunchConfiguration("rate"), value_type=float),
+        }],
+        remappings=[("image", LaunchConfiguration("image"))],
+    )
+    samwise = Node(
+        package="samwise_ros",
+        executable="samwise_node",
+        name="samwise",
+        namespace=LaunchConfiguration("namespace"),
+        output="screen",
+        parameters=[
+            PathJoinSubstitution([SHARE, "config", "samwise.yaml"]),
+            {
+                "checkpoint": ParameterValue(LaunchConfiguration("checkpoint"), value_type=str),
+                "tokenizer": ParameterValue(LaunchConfiguration("tokenizer"), value_type=str),
+                "query": ParameterValue(LaunchConfiguration("query"), value_type=str),
+                "device": ParameterValue(LaunchConfiguration("device"), value_type=str),
+                "precision": ParameterValue(LaunchConfiguration("precision"), value_type=str),
+                "mode": ParameterValue(LaunchConfiguration("mode"), value_type=str),
+                "image_reliability": "reliable",
+                "publish_overlay": True,
+            },
+        ],
+        remappings=[("image", LaunchConfiguration("image"))],
+    )
+    return LaunchDescription([*arguments, shm_profile, player, samwise])

@@ -1,0 +1,64 @@
+"""The samwise node alone, for a real camera.
+
+    ros2 launch samwise_ros samwise.launch.py image:=/camera/color/image_raw \
+        checkpoint:=/path/to/model query:="the person in the red shirt" device:=cuda:0
+
+Parameters come from params_file (default: the package's config/samwise.yaml), then the arguments
+below override them. With use_depth:=true, depth (aligned to the colour image) and camera_info are
+paired with the colour image for a 3-D centroid.
+"""
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
+from launch_ros.substitutions import FindPackageShare
+
+TOPICS = {  # the node's topic: (launch argument, default, description)
+    "image": ("image", "/camera/color/image_raw", "colour image topic (sensor_msgs/Image)"),
+    "image/compressed": ("compressed_image", "/camera/color/image_raw/compressed",
+                         "compressed colour image topic, used with image_transport:=compressed"),
+    "depth": ("depth", "/camera/aligned_depth_to_color/image_raw", "depth aligned to the colour image"),
+    "camera_info": ("camera_info", "/camera/aligned_depth_to_color/camera_info", "intrinsics of the depth image"),
+    "text_query": ("text_query", "text_query", "referring-expression topic (std_msgs/String)"),
+}
+PARAMETERS = {  # node parameter: (type, default, description)
+    "checkpoint": (str, "", "model directory or released .pth (empty: the bundled demo weights)"),
+    "tokenizer": (str, "", "tokenizer directory for a released .pth"),
+    "query": (str, "", "initial referring expression"),
+    "device": (str, "auto", "auto, cpu or cuda:N"),
+    "precision": (str, "auto", "auto, fp32, bf16 or fp16"),
+    "mode": (str, "clip", "clip or frame"),
+    "image_transport": (str, "raw", "raw or compressed"),
+    "image_reliability": (str, "best_effort", "best_effort, reliable or system_default"),
+    "use_depth": (bool, "false", "pair depth + camera_info for a 3-D centroid"),
+    "publish_overlay": (bool, "false", "publish the debug overlay image"),
+}
+
+
+def generate_launch_description():
+    arguments = [
+        DeclareLaunchArgument("namespace", default_value="", description="namespace of the node"),
+        DeclareLaunchArgument("params_file", description="parameters file",
+                              default_value=PathJoinSubstitution([FindPackageShare("samwise_ros"), "config",
+                                                                  "samwise.yaml"])),
+    ]
+    arguments += [DeclareLaunchArgument(argument, default_value=default, description=description)
+                  for argument, default, description in TOPICS.values()]
+    arguments += [DeclareLaunchArgument(name, default_value=default, description=description)
+                  for name, (_, default, description) in PARAMETERS.items()]
+    node = Node(
+        package="samwise_ros",
+        executable="samwise_node",
+        name="samwise",
+        namespace=LaunchConfiguration("namespace"),
+        output="screen",
+        parameters=[
+            LaunchConfiguration("params_file"),
+            {name: ParameterValue(LaunchConfiguration(name), value_type=value_type)
+             for name, (value_type, _, _) in PARAMETERS.items()},
+        ],
+        remappings=[(topic, LaunchConfiguration(argument)) for topic, (argument, _, _) in TOPICS.items()],
+    )
+    return LaunchDescription([*arguments, node])

@@ -1,0 +1,264 @@
+"""Scaffolding for the ROS tests: the node in a process of its own, a tester node in this process,
+and bounded waits (never a fixed sleep). DDS stays on this machine (ROS_AUTOMATIC_DISCOVERY_RANGE =
+LOCALHOST), each test module gets a ROS domain of its own, and each node a namespace of its own, so
+runs side by side on one machine cannot hear each other.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Header
+from builtin_interfaces.msg import Time
+
+from samwise_ros.ros.conversions import array_to_image
+
+REPO = Path(__file__).resolve().parent.parent
+TEST_DIR = Path(__file__).resolve().parent
+FASTDDS_PROFILE = REPO / "config" / "fastdds_shm.xml"
+PARAMETERS_FILE = REPO / "config" / "samwise.yaml"
+SAMWISE_NODE = Path(sys.executable).parent / "samwise_node"
+QUERY = "the red ball rolling to the left"
+START_TIMEOUT_S = 90.0  # importing torch and building a model on a loaded 2-core machine
+RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.RELIABLE)
+
+# never let a test's DDS discovery leave the machine, whatever the caller's environment says
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+# Fast DDS reads its profiles file once per process, when the first participant starts: set it before
+# any test starts one (large BEST_EFFORT images from this process need the shared-memory segment)
+os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(FASTDDS_PROFILE)
+_domain_ids = itertools.count(random.Random(os.getpid() ^ time.time_ns()).randrange(100))
+
+
+def unique_domain_id() -> int:
+    """A ROS domain in 1..100 that no other module of this test session uses."""
+    return next(_domain_ids) % 100 + 1
+
+
+def unique_namespace(name: str) -> str:
+    return f"/{name}_{os.getpid()}_{random.randrange(1 << 30)}"
+
+
+def ros_environment(domain_id: int) -> dict[str, str]:
+    return dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(domain_id),
+                FASTDDS_DEFAULT_PROFILES_FILE=str(FASTDDS_PROFILE), PYTHONUNBUFFERED="1",
+                RCUTILS_COLORIZED_OUTPUT="0", AMENT_PREFIX_PATH=os.environ.get("AMENT_PREFIX_PATH", sys.prefix))
+
+
+def node_arguments(namespace: str, **parameters) -> list[str]:
+    """--ros-args for the node: a namespace, the shipped parameters file, then overrides."""
+    arguments = ["--ros-args", "-r", f"__ns:={namespace}", "--params-file", str(PARAMETERS_FILE)]
+    for name, value in parameters.items():
+        text = str(value).lower() if isinstance(value, bool) else str(value) or "''"
+        arguments += ["-p", f"{name}:={text}"]
+    return arguments
+
+
+# ---- the node's process ----------------------------------------------------------------------------
+
+class NodeProcess:
+    """A process whose output (stdout and stderr together) is collected line by line."""
+
+    def __init__(self, command: list[str], env: dict[str, str]):
+        self.command = command
+        self.process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, text=True, bufsize=1)
+        self.lines: list[str] = []
+        self._eof = False
+        self._changed = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._eof = True
+            self._changed.notify_all()
+
+    def mark(self) -> int:
+        """Where the output is now: wait_for_line(..., after=mark) looks only at what comes next."""
+        with self._changed:
+            return len(self.lines)
+
+    def wait_for_line(self, pattern: str, timeout: float = 20.0, after: int = 0) -> str:
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                match = next((line for line in self.lines[after:] if regex.search(line)), None)
+                if match is not None:
+                    return match
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._eof:
+                    raise AssertionError(f"no line matching {pattern!r} within {timeout} s; output:\n{self.tail()}")
+                self._changed.wait(min(remaining, 0.2))
+
+    def tail(self, count: int = 40) -> str:
+        return "\n".join(self.lines[-count:])
+
+    def shm_segments(self) -> set[str]:
+        """The Fast DDS shared-memory segments this process created: those it has mapped, less the
+        port files (shared by all participants of the domain) and its peers' segments (mapped here
+        too, as readers map the writers' segments)."""
+        return {path for path in mapped_shm_files(self.process.pid) - mapped_shm_files("self")
+                if "fastdds_port" not in path}
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGINT, as Ctrl-C would: the node must shut down cleanly within `timeout`."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise AssertionError(f"the node ignored SIGINT for {timeout} s; output:\n{self.tail()}")
+        return self.process.returncode
+
+
+def uses_shipped_profile() -> bool:
+    """Whether this process's participants run with config/fastdds_shm.xml (a 32 MiB segment)."""
+    return any(os.path.getsize(path) >= 32 << 20 for path in mapped_shm_files("self") if os.path.exists(path))
+
+
+def mapped_shm_files(pid) -> set[str]:
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return {line.split()[-1] for line in maps.splitlines() if "/dev/shm/fastdds_" in line}
+
+
+def start_node(arguments: list[str], domain_id: int, command: list[str] | None = None) -> NodeProcess:
+    return NodeProcess((command or [str(SAMWISE_NODE)]) + arguments, ros_environment(domain_id))
+
+
+# ---- the tester node in this process ---------------------------------------------------------------
+
+class RosPeer:
+    """An rclpy node spun in a background thread; every subscription records (arrival time, message)."""
+
+    def __init__(self, domain_id: int, namespace: str):
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node("tester", namespace=namespace, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.received: dict[str, list[tuple[float, object]]] = defaultdict(list)
+        self._changed = threading.Condition()
+        self._spinner = threading.Thread(target=self._spin, daemon=True)
+        self._spinner.start()
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except Exception:  # the context was shut down under it
+            pass
+
+    def subscribe(self, msg_type, topic: str, qos=RELIABLE) -> None:
+        def record(msg, topic=topic):
+            with self._changed:
+                self.received[topic].append((time.time(), msg))
+                self._changed.notify_all()
+
+        self.node.create_subscription(msg_type, topic, record, qos)
+
+    def publisher(self, msg_type, topic: str, qos=RELIABLE):
+        return self.node.create_publisher(msg_type, topic, qos)
+
+    def messages(self, topic: str) -> list:
+        with self._changed:
+            return [msg for _, msg in self.received[topic]]
+
+    def clear(self) -> None:
+        with self._changed:
+            self.received.clear()
+
+    def wait_for(self, predicate, timeout: float, what: str):
+        """Wait until predicate() is truthy (re-checked on every message, or every 50 ms for things such
+        as discovery that no message announces); returns its value."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not (value := predicate()):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+                self._changed.wait(min(remaining, 0.05))
+            return value
+
+    def wait_for_messages(self, topic: str, count: int, timeout: float = 30.0, where=lambda msg: True) -> list:
+        return self.wait_for(lambda: len(m := [x for x in self.messages(topic) if where(x)]) >= count and m,
+                             timeout, f"{count} messages on {topic}")
+
+    def call(self, client, request, timeout: float = 10.0):
+        assert client.wait_for_service(timeout_sec=timeout), f"service {client.srv_name} not available"
+        future = client.call_async(request)
+        self.wait_for(future.done, timeout, f"a response from {client.srv_name}")
+        return future.result()
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.context.try_shutdown()
+        self._spinner.join(5)
+
+
+# ---- test data -----------------------------------------------------------------------------------
+
+def stamp(seconds: float) -> Time:
+    return Time(sec=int(seconds), nanosec=int(round((seconds - int(seconds)) * 1e9)))
+
+
+def header(seconds: float, frame_id: str = "camera_color_optical_frame") -> Header:
+    return Header(stamp=stamp(seconds), frame_id=frame_id)
+
+
+def frame_pixels(index: int, height: int = 96, width: int = 128) -> np.ndarray:
+    """A deterministic RGB test frame."""
+    return np.random.default_rng(index).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def bgr_image(index: int, seconds: float, height: int = 96, width: int = 128) -> Image:
+    return array_to_image(frame_pixels(index, height, width)[:, :, ::-1], "bgr8", header(seconds))
+
+
+def camera_info(seconds: float, height: int, width: int, fx: float = 100.0, fy: float = 110.0) -> CameraInfo:
+    cx, cy = (width - 1) / 2, (height - 1) / 2
+    return CameraInfo(header=header(seconds), height=height, width=width,
+                      k=[fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0])
+
+
+def stamp_seconds(msg_header: Header) -> float:
+    return msg_header.stamp.sec + msg_header.stamp.nanosec * 1e-9
+
+
+def save_tiny_model(directory: Path, tokenizer, force_cme_switch: bool = False) -> Path:
+    """A tiny random SAMWISE saved as a checkpoint directory. Its object-score head is biased so the
+    object is always reported present (non-empty masks to compute centroids on); with
+    force_cme_switch the CME switches whenever its window lets it (frames 5, 8, 11, ...)."""
+    import torch
+
+    from samwise_ros import Samwise, SamwiseConfig
+
+    torch.manual_seed(0)
+    model = Samwise(SamwiseConfig.tiny(vocab_size=len(tokenizer)), tokenizer=tokenizer).eval()
+    with torch.no_grad():
+        model.sam.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(10.0)
+        if force_cme_switch:
+            model.cme.decision_head.weight.zero_()
+            model.cme.decision_head.bias.copy_(torch.tensor([0.0, 10.0]))
+    return model.save(directory)

@@ -1,0 +1,205 @@
+"""Launch files and the demo's player node.
+
+`launch` / `launch_ros` cannot be installed here, so the launch files are compiled and then run
+against stand-ins of those modules that only record what they are given: enough to check that every
+executable, parameter, remapping and launch argument they name exists, with the right type.
+"""
+
+import importlib.util
+import json
+import os
+import py_compile
+import re
+import subprocess
+import sys
+import types
+
+import pytest
+
+from ros_harness import FASTDDS_PROFILE, REPO, START_TIMEOUT_S, ros_environment, unique_domain_id
+from samwise_ros.ros import player
+from samwise_ros.ros.parameters import PARAMETERS_BY_NAME
+
+LAUNCH_FILES = sorted((REPO / "launch").glob("*.launch.py"))
+NODE_TOPICS = {"image", "image/compressed", "depth", "camera_info", "text_query", "mask", "result", "overlay",
+               "centroid", "cme_switch"}
+STAND_INS = {
+    "launch": ["LaunchDescription"],
+    "launch.actions": ["DeclareLaunchArgument", "SetEnvironmentVariable"],
+    "launch.conditions": ["IfCondition"],
+    "launch.substitutions": ["LaunchConfiguration", "PathJoinSubstitution"],
+    "launch_ros": [],
+    "launch_ros.actions": ["Node"],
+    "launch_ros.parameter_descriptions": ["ParameterValue"],
+    "launch_ros.substitutions": ["FindPackageShare"],
+}
+
+
+class Recorded:
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+
+def load_description(path, monkeypatch):
+    for module_name, class_names in STAND_INS.items():
+        module = types.ModuleType(module_name)
+        for class_name in class_names:
+            setattr(module, class_name, type(class_name, (Recorded,), {}))
+        monkeypatch.setitem(sys.modules, module_name, module)
+    spec = importlib.util.spec_from_file_location(path.stem.replace(".", "_"), path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    description = module.generate_launch_description()
+    assert type(description).__name__ == "LaunchDescription"
+    return description.args[0]
+
+
+def of_kind(entities, kind):
+    return [entity for entity in entities if type(entity).__name__ == kind]
+
+
+def walk(value):
+    """Every Recorded object inside value (arguments, lists, dicts), depth first."""
+    if isinstance(value, Recorded):
+        yield value
+        for item in (*value.args, *value.kwargs.values()):
+            yield from walk(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from walk(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from walk(item)
+
+
+def typed_default(value, arguments: dict, value_type):
+    """The value a parameter gets when every launch argument keeps its default."""
+    if type(value).__name__ != "ParameterValue":
+        return value
+    (configuration,) = value.args
+    assert type(configuration).__name__ == "LaunchConfiguration"
+    text = arguments[configuration.args[0]].kwargs["default_value"]
+    declared = value.kwargs["value_type"]
+    assert declared is value_type, f"{configuration.args[0]}: {declared} for a {value_type} parameter"
+    return {"true": True, "false": False}[text] if declared is bool else declared(text)
+
+
+@pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
+def test_launch_file_names_only_what_exists(path, monkeypatch):
+    py_compile.compile(str(path), doraise=True)
+    entities = load_description(path, monkeypatch)
+    arguments = {a.args[0]: a for a in of_kind(entities, "DeclareLaunchArgument")}
+    used = {r.args[0] for r in walk(entities) if type(r).__name__ == "LaunchConfiguration"}
+    assert used <= set(arguments), f"undeclared launch arguments: {used - set(arguments)}"
+    assert all(a.kwargs.get("description") for a in arguments.values())
+
+    nodes = of_kind(entities, "Node")
+    assert nodes
+    for node in nodes:
+        executable = node.kwargs["executable"]
+        assert node.kwargs["package"] == "samwise_ros" and (REPO / "scripts" / executable).is_file()
+        if executable == "samwise_node":
+            table = {name: spec.default for name, spec in PARAMETERS_BY_NAME.items()}
+            topics = NODE_TOPICS
+            checks = {name: spec.problem for name, spec in PARAMETERS_BY_NAME.items()}
+        else:
+            table = {name: default for name, (default, _) in player.PARAMETERS.items()}
+            topics = {"image"}
+            checks = {}
+        for entry in node.kwargs["parameters"]:
+            if not isinstance(entry, dict):
+                continue  # a parameters file
+            for name, value in entry.items():
+                assert name in table, f"{path.name}: {executable} has no parameter {name!r}"
+                value = typed_default(value, arguments, type(table[name]))
+                assert type(value) is type(table[name]), (name, value)
+                assert name not in checks or checks[name](value) is None
+        for source, _ in node.kwargs.get("remappings", []):
+            assert source in topics, f"{path.name}: {executable} has no topic {source!r}"
+
+
+def test_executables_are_declared_for_pip_and_colcon():
+    setup = (REPO / "setup.py").read_text()
+    cmake = (REPO / "CMakeLists.txt").read_text()
+    executables = re.search(r"set\(_executables ([^)]*)\)", cmake).group(1).split()
+    for name, module in (("samwise_node", "samwise_ros.ros.node"), ("samwise_player", "samwise_ros.ros.player")):
+        assert f"{name} = {module}:main" in setup
+        assert name in executables
+        script = REPO / "scripts" / name
+        assert os.access(script, os.X_OK) and f"from {module} import main" in script.read_text()
+
+
+UDP_ONLY_PROFILE = """<?xml version="1.0" encoding="UTF-8"?>
+<dds xmlns="http://www.eprosima.com"><profiles>
+  <transport_descriptors><transport_descriptor>
+    <transport_id>udp_only</transport_id><type>UDPv4</type>
+  </transport_descriptor></transport_descriptors>
+  <participant profile_name="udp_only" is_default_profile="true"><rtps>
+    <useBuiltinTransports>false</useBuiltinTransports>
+    <userTransports><transport_id>udp_only</transport_id></userTransports>
+  </rtps></participant>
+</profiles></dds>
+"""
+# The receiver: a process of its own, as Fast DDS reads its profile once per process. It prints the
+# frames it got and whether it has any shared memory mapped.
+UDP_RECEIVER = """
+import json, pathlib, sys, rclpy
+from sensor_msgs.msg import Image
+rclpy.init()
+node = rclpy.create_node("udp_receiver", namespace=sys.argv[1])
+frames = []
+node.create_subscription(Image, "image", frames.append, 10)
+while len(frames) < 3:
+    rclpy.spin_once(node, timeout_sec=1.0)
+shm = "/dev/shm/fastdds" in pathlib.Path("/proc/self/maps").read_text()
+print("received", json.dumps({"shm": shm, "frames": [[f.encoding, f.height, f.width, f.header.frame_id,
+                                                      f.header.stamp.sec + f.header.stamp.nanosec * 1e-9]
+                                                     for f in frames]}))
+node.destroy_node()
+rclpy.try_shutdown()
+"""
+
+
+# player and receiver in a network namespace that has nothing but loopback (so discovery may use its
+# default multicast: it cannot leave the namespace); the receiver's exit status is the script's
+LOOPBACK_NAMESPACE_SCRIPT = """
+set -e
+ip link set lo up
+ip link set lo multicast on
+ip route add 224.0.0.0/4 dev lo
+FASTDDS_DEFAULT_PROFILES_FILE="$SHIPPED_PROFILE" "$PYTHON" -m samwise_ros.ros.player \\
+    --ros-args -r __ns:=/demo -p rate:=30.0 -p frame_id:=test_camera &
+player=$!
+set +e
+FASTDDS_DEFAULT_PROFILES_FILE="$UDP_PROFILE" timeout 60 "$PYTHON" -c "$RECEIVER" /demo
+status=$?
+kill -INT $player
+wait $player
+echo "player exit status $?"
+exit $status
+"""
+
+
+def test_player_publishes_the_demo_scene_as_a_camera_over_udp(tmp_path):
+    """The player runs with the shipped profile, the receiver with a UDP-only one, so the frames can only
+    have come over UDP: the shipped profile keeps UDP working. This runs in a loopback-only network
+    namespace: there, ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST is not needed (it would add Fast DDS' own
+    shared-memory transport to the receiver and spoil the point)."""
+    if subprocess.run(["unshare", "-rn", "true"], capture_output=True).returncode != 0:
+        pytest.skip("no unprivileged network namespaces (unshare -rn) on this machine")
+    udp_only = tmp_path / "udp_only.xml"
+    udp_only.write_text(UDP_ONLY_PROFILE)
+    env = dict(ros_environment(unique_domain_id()), ROS_AUTOMATIC_DISCOVERY_RANGE="SUBNET",
+               SHIPPED_PROFILE=str(FASTDDS_PROFILE), UDP_PROFILE=str(udp_only), PYTHON=sys.executable,
+               RECEIVER=UDP_RECEIVER)
+    run = subprocess.run(["unshare", "-rn", "bash", "-c", LOOPBACK_NAMESPACE_SCRIPT], env=env, cwd=REPO,
+                         capture_output=True, text=True, timeout=START_TIMEOUT_S + 60)
+    output = run.stdout + run.stderr
+    assert run.returncode == 0 and "player exit status 0" in output, output
+    (line,) = [line for line in run.stdout.splitlines() if line.startswith("received ")]
+    report = json.loads(line.removeprefix("received "))
+    assert not report["shm"]
+    frames = report["frames"]
+    assert all(frame[:4] == ["bgr8", 240, 320, "test_camera"] for frame in frames)
+    stamps = [frame[4] for frame in frames]
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
