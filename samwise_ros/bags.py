@@ -13,12 +13,12 @@ import os
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
+from . import images
 from .tracker import TrackResult
 
 PACKAGE = "samwise_ros"
@@ -28,9 +28,6 @@ COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
 STRING = "std_msgs/msg/String"
 SEGMENTATION = f"{PACKAGE}/msg/Segmentation"
 CME_SWITCH = f"{PACKAGE}/msg/CmeSwitch"
-# the node's accepted encodings: channels, and the OpenCV conversion to RGB (None: already RGB)
-ENCODINGS = {"rgb8": (3, None), "bgr8": (3, cv2.COLOR_BGR2RGB), "rgba8": (4, cv2.COLOR_RGBA2RGB),
-             "bgra8": (4, cv2.COLOR_BGRA2RGB), "mono8": (1, cv2.COLOR_GRAY2RGB)}
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 BAG_VERSION = 9  # the rosbag2 format of Jazzy and Kilted
 
@@ -61,23 +58,17 @@ def samwise_typestore() -> Typestore:
 
 
 def image_to_rgb(message) -> np.ndarray:
-    """HxWx3 uint8 RGB from a deserialised sensor_msgs Image (the node's encodings) or CompressedImage."""
-    if message.__msgtype__ == COMPRESSED_IMAGE:
-        bgr = cv2.imdecode(np.frombuffer(message.data, np.uint8), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise UnsupportedImage(f"cannot decode a CompressedImage of format {message.format!r}")
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    if message.encoding not in ENCODINGS:
+    """HxWx3 uint8 RGB (own, writable memory) from a deserialised sensor_msgs Image or CompressedImage,
+    decoded exactly as the node decodes it."""
+    compressed = message.__msgtype__ == COMPRESSED_IMAGE
+    if not compressed and message.encoding not in images.COLOUR_ENCODINGS:
         raise UnsupportedImage(f"image encoding {message.encoding!r} is not supported "
-                               f"(supported: {', '.join(ENCODINGS)})")
-    channels, conversion = ENCODINGS[message.encoding]
-    row_bytes = message.width * channels
-    if message.step < row_bytes or len(message.data) < message.step * message.height:
-        raise UnsupportedImage(f"{message.encoding} image of {message.width}x{message.height} with step "
-                               f"{message.step} has only {len(message.data)} bytes")
-    rows = np.asarray(message.data[: message.step * message.height]).reshape(message.height, message.step)
-    pixels = rows[:, :row_bytes].reshape(message.height, message.width, channels)
-    return pixels.copy() if conversion is None else cv2.cvtColor(pixels, conversion)  # own, writable memory
+                               f"(supported: {', '.join(images.COLOUR_ENCODINGS)})")
+    try:
+        rgb = images.compressed_to_rgb(message) if compressed else images.image_to_rgb(message)
+    except ValueError as err:
+        raise UnsupportedImage(str(err)) from None
+    return np.ascontiguousarray(rgb)
 
 
 def stamp_to_ns(stamp) -> int:

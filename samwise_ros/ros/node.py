@@ -46,8 +46,8 @@ from ..model.checkpoint import CheckpointError
 from ..overlay import draw_overlay
 from ..runtime import resolve_device, resolve_precision
 from ..tracker import StreamTracker, TrackResult
-from .conversions import (array_to_image, camera_info_to_intrinsics, compressed_to_rgb, depth_to_array,
-                          image_to_rgb, mask_to_image, stamp_to_seconds)
+from ..images import compressed_to_rgb, depth_to_array, image_to_rgb
+from .conversions import array_to_image, camera_info_to_intrinsics, mask_to_image, stamp_to_seconds
 from .depth_pairing import DepthPairing
 from .diagnostics import ProcessingStats, make_status
 from .parameters import declare_parameters, validate_changes
