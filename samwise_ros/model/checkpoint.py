@@ -272,18 +272,26 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "samwise_config.json"
 
 
-def save_directory(model: torch.nn.Module, directory: str | Path) -> Path:
-    """safetensors weights + configuration + tokenizer files: a self-contained model directory."""
+def save_directory(model: torch.nn.Module, directory: str | Path, storage_dtype: torch.dtype | None = None) -> Path:
+    """safetensors weights + configuration + tokenizer files: a self-contained model directory.
+    `storage_dtype` (e.g. torch.float16) halves the file; loading casts back to the model's dtype."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    state = {name: _stored(tensor, storage_dtype) for name, tensor in model.state_dict().items()}
     save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt", "producer": "samwise_ros"})
     model.config.save(directory / CONFIG_FILE)
     if model.tokenizer is not None:
         model.tokenizer.save_pretrained(str(directory))
     return directory
+
+
+def _stored(tensor: Tensor, storage_dtype: torch.dtype | None) -> Tensor:
+    tensor = tensor.detach().cpu()
+    if storage_dtype is not None and tensor.is_floating_point():
+        tensor = tensor.to(storage_dtype)
+    return tensor.contiguous()
 
 
 def read_directory(directory: str | Path) -> tuple[SamwiseConfig, dict[str, Tensor], Path]:

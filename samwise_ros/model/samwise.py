@@ -179,9 +179,10 @@ class Samwise(nn.Module):
             return cls.load(path, device=device, dtype=dtype)
         return cls.from_official_checkpoint(path, tokenizer=tokenizer, device=device, dtype=dtype)
 
-    def save(self, directory) -> Path:
-        """This package's format: model.safetensors, samwise_config.json and the tokenizer files."""
-        return ckpt.save_directory(self, directory)
+    def save(self, directory, storage_dtype: torch.dtype | None = None) -> Path:
+        """This package's format: model.safetensors, samwise_config.json and the tokenizer files;
+        `storage_dtype` stores floating weights in another dtype (float16: half the size)."""
+        return ckpt.save_directory(self, directory, storage_dtype)
 
     @classmethod
     def load(cls, directory, device="cpu", dtype="fp32", verb_tagger: VerbTagger | None = None) -> "Samwise":

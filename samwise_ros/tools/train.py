@@ -23,6 +23,10 @@ from ..training.evaluation import score_clips
 from ..training.trainer import LAST, Trainer, TrainSettings, init_distributed
 
 
+PRESETS = ("tiny", "demo", "official")
+HELD_OUT_SEED_OFFSET = 1_000_003  # held-out synthetic scenes: another seed than any training run's
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="samwise-train", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -40,12 +44,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     model.add_argument("--tokenizer", type=Path, help="tokenizer directory for a released .pth")
     model.add_argument("--sam2-checkpoint", type=Path, help="SAM2 .pt (with --text-encoder): fresh adapters")
     model.add_argument("--text-encoder", type=Path, help="transformers RoBERTa or CLIP directory")
-    model.add_argument("--config", choices=("tiny", "official"), default="tiny", help="random weights of a preset")
+    model.add_argument("--config", choices=PRESETS, default="tiny", help="random weights of a preset")
     training = parser.add_argument_group("training")
     training.add_argument("--from-scratch", action="store_true", help="train every parameter (tiny models)")
     training.add_argument("--epochs", type=int, default=1)
     training.add_argument("--batch-size", type=int, default=2)
     training.add_argument("--lr", type=float, default=1e-5, help="the paper: 1e-4 pre-training, 1e-5 on video")
+    training.add_argument("--warmup-steps", type=int, default=0, help="linear learning-rate warm-up")
+    training.add_argument("--cosine", action="store_true", help="cosine learning-rate decay to 0 at the end")
     training.add_argument("--clip-max-norm", type=float, default=1.0)
     training.add_argument("--workers", type=int, default=0, help="data-loading processes")
     training.add_argument("--device", default="auto")
@@ -83,8 +89,21 @@ def build_model(args: argparse.Namespace, device: torch.device) -> Samwise:
         return Samwise.from_pretrained(args.sam2_checkpoint, args.text_encoder, device=device)
     tokenizer = train_roberta_tokenizer(scene_corpus(), args.output / "tokenizer", vocab_size=512)
     torch.manual_seed(args.seed)
-    config = SamwiseConfig.tiny(vocab_size=len(tokenizer)) if args.config == "tiny" else SamwiseConfig.official()
+    config = (SamwiseConfig.official() if args.config == "official"
+              else getattr(SamwiseConfig, args.config)(vocab_size=len(tokenizer)))
     return Samwise(config, tokenizer=tokenizer).prepare(device)
+
+
+def scores_by_kind(model: Samwise, held_out: SyntheticReferringVideos) -> dict[str, float]:
+    """J, F, J&F over all held-out clips, and J&F per expression kind (appearance, motion, time)."""
+    overall, scores = {}, {}
+    for kind in held_out.kinds:
+        of_kind = [held_out[index] for index in range(len(held_out)) if held_out.kind(index) == kind]
+        kind_scores = score_clips(model, of_kind)
+        scores[f"eval_JF_{kind}"] = kind_scores["eval_JF"]
+        for name, value in kind_scores.items():  # mean over clips = count-weighted mean over kinds
+            overall[name] = overall.get(name, 0.0) + value * len(of_kind) / len(held_out)
+    return overall | scores
 
 
 def main(argv=None) -> int:
@@ -95,14 +114,14 @@ def main(argv=None) -> int:
         device = torch.device("cuda", rank % torch.cuda.device_count())
     args.output.mkdir(parents=True, exist_ok=True)
     model = build_model(args, device)
-    held_out = None
+    evaluate = None
     if args.data == "synthetic" and args.eval_size > 0:
-        held_out = build_dataset(args, seed=args.seed + 1_000_003, length=args.eval_size)
+        held_out = build_dataset(args, seed=args.seed + HELD_OUT_SEED_OFFSET, length=args.eval_size)
+        evaluate = lambda m: scores_by_kind(m, held_out)  # noqa: E731
 
     settings = TrainSettings(output=args.output, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                              clip_max_norm=args.clip_max_norm, from_scratch=args.from_scratch, seed=args.seed,
-                             workers=args.workers)
-    evaluate = (lambda m: score_clips(m, held_out)) if held_out is not None else None
+                             workers=args.workers, warmup_steps=args.warmup_steps, cosine=args.cosine)
     trainer = Trainer(model, build_dataset(args, args.seed, args.train_size), settings, evaluate)
     if args.resume:
         trainer.resume(args.output / LAST)

@@ -4,6 +4,7 @@ bf16 autocast on CUDA, DistributedDataParallel under torchrun, resumable checkpo
 from __future__ import annotations
 
 import csv
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ class TrainSettings:
     seed: int = 0
     workers: int = 0
     log_every: int = 10
+    warmup_steps: int = 0  # linear warm-up from 0 to lr
+    cosine: bool = False  # then cosine decay to 0 at the last step (else constant)
 
 
 @dataclass
@@ -73,6 +76,9 @@ class Trainer:
         self.loader = DataLoader(dataset, batch_size=settings.batch_size, shuffle=self.sampler is None,
                                  sampler=self.sampler, num_workers=settings.workers, collate_fn=collate_list,
                                  generator=generator, drop_last=False)
+        total_steps = settings.epochs * len(self.loader)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, total_steps, settings.warmup_steps, settings.cosine))
         self.evaluate = evaluate
         self.progress = Progress()
         settings.output.mkdir(parents=True, exist_ok=True)
@@ -112,6 +118,7 @@ class Trainer:
         total.backward()
         torch.nn.utils.clip_grad_norm_(self.parameters, self.settings.clip_max_norm)
         self.optimizer.step()
+        self.scheduler.step()
         self.progress.step += 1
         return {name: value.item() for name, value in losses.items()} | {"loss": total.item()}
 
@@ -158,6 +165,7 @@ class Trainer:
         self.model.save(directory)
         state = {
             "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
             "epoch": self.progress.epoch,
             "step": self.progress.step,
             "history": self.progress.history,
@@ -173,8 +181,19 @@ class Trainer:
         load_state_strict(self.model, weights, f"resume directory {directory}")
         state = torch.load(directory / STATE_FILE, map_location=self.device, weights_only=True)
         self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"].cpu())
         self.progress = Progress(state["epoch"], state["step"], list(state["history"]))
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, cosine: bool) -> float:
+    """Multiplier of the base learning rate at `step`: linear warm-up, then constant or cosine to 0."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if not cosine:
+        return 1.0
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def init_distributed() -> tuple[int, int]:
