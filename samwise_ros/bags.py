@@ -2,8 +2,8 @@
 messages, colour frames out of Image / CompressedImage messages, and the node's output messages in.
 
 The output messages mirror the node's publications (README, ROS 2 interface): `mask` (mono8, 0/255),
-`result` (samwise_ros/Segmentation), `cme_switch` (samwise_ros/CmeSwitch); each carries the header of
-the image it was computed from.
+`result` (samwise_ros/Segmentation), `centroid` (geometry_msgs/PointStamped, when depth gives a 3-D
+point), `cme_switch` (samwise_ros/CmeSwitch); each carries the header of the image it was computed from.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ MESSAGES = ("Segmentation", "CmeSwitch")
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
 STRING = "std_msgs/msg/String"
+CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
+POINT_STAMPED = "geometry_msgs/msg/PointStamped"
 SEGMENTATION = f"{PACKAGE}/msg/Segmentation"
 CME_SWITCH = f"{PACKAGE}/msg/CmeSwitch"
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
@@ -68,7 +70,7 @@ def image_to_rgb(message) -> np.ndarray:
         rgb = images.compressed_to_rgb(message) if compressed else images.image_to_rgb(message)
     except ValueError as err:
         raise UnsupportedImage(str(err)) from None
-    return np.ascontiguousarray(rgb)
+    return np.array(rgb, order="C")  # a copy: rosbags messages view a read-only buffer
 
 
 def stamp_to_ns(stamp) -> int:
@@ -92,14 +94,20 @@ class NodeTopicWriter:
         self._connections[namespace] = {
             "mask": self._writer.add_connection(f"{prefix}/mask", IMAGE, typestore=self.typestore),
             "result": self._writer.add_connection(f"{prefix}/result", SEGMENTATION, typestore=self.typestore),
+            "centroid": self._writer.add_connection(f"{prefix}/centroid", POINT_STAMPED, typestore=self.typestore),
             "cme_switch": self._writer.add_connection(f"{prefix}/cme_switch", CME_SWITCH, typestore=self.typestore),
         }
 
     def write(self, namespace: str, log_time_ns: int, stamp_ns: int, frame_id: str, result: TrackResult,
-              latency_ms: float, centroid_before: tuple[float, float] | None) -> None:
-        """The messages the node publishes for one result (a CmeSwitch only when the CME switched)."""
+              latency_ms: float, centroid_before: tuple[float, float] | None,
+              centroid_3d: tuple[float, float, float] | None = None) -> None:
+        """The messages the node publishes for one result (a PointStamped only with a 3-D centroid, a
+        CmeSwitch only when the CME switched)."""
         header = self._header(stamp_ns, frame_id)
-        messages = {"mask": self._mask(header, result.mask), "result": self._segmentation(header, result, latency_ms)}
+        messages = {"mask": self._mask(header, result.mask),
+                    "result": self._segmentation(header, result, latency_ms, centroid_3d)}
+        if centroid_3d is not None:
+            messages["centroid"] = self._types[POINT_STAMPED](header=header, point=self._point(centroid_3d))
         if result.cme_switched:
             messages["cme_switch"] = self._types[CME_SWITCH](
                 header=header, query=result.query, frame_index=result.frame_index,
@@ -122,18 +130,21 @@ class NodeTopicWriter:
         return self._types[IMAGE](header=header, height=height, width=width, encoding="mono8", is_bigendian=0,
                                   step=width, data=(mask.astype(np.uint8) * 255).reshape(-1))
 
-    def _segmentation(self, header, result: TrackResult, latency_ms: float):
+    def _segmentation(self, header, result: TrackResult, latency_ms: float,
+                      centroid_3d: tuple[float, float, float] | None):
         x0, y0, x1, y1 = result.bbox or (0, 0, -1, -1)  # all zero when nothing is detected
         bbox = self._types["sensor_msgs/msg/RegionOfInterest"](
             x_offset=x0, y_offset=y0, height=y1 - y0 + 1, width=x1 - x0 + 1, do_rectify=False)
         return self._types[SEGMENTATION](
             header=header, query=result.query, frame_index=result.frame_index, detected=result.detected,
             object_score=result.object_score, bbox=bbox, area_px=result.area,
-            centroid_px=self._point(result.centroid), has_centroid_3d=False, centroid_3d=self._point(None),
+            centroid_px=self._point(result.centroid), has_centroid_3d=centroid_3d is not None,
+            centroid_3d=self._point(centroid_3d),
             cme_switched=result.cme_switched,
             cme_probability=math.nan if result.cme_probability is None else result.cme_probability,  # as the node
             latency_ms=latency_ms)
 
-    def _point(self, xy: tuple[float, float] | None):
-        x, y = xy or (0.0, 0.0)
-        return self._types["geometry_msgs/msg/Point"](x=float(x), y=float(y), z=0.0)
+    def _point(self, coordinates: tuple[float, ...] | None):
+        """A Point from (x, y) pixels (z = 0) or (x, y, z) metres; all zero for None."""
+        x, y, z = (*coordinates, 0.0)[:3] if coordinates else (0.0, 0.0, 0.0)
+        return self._types["geometry_msgs/msg/Point"](x=float(x), y=float(y), z=float(z))

@@ -247,3 +247,101 @@ def test_image_encodings_with_padded_rows(encoding):
     expected = np.repeat(rgb[..., :1], 3, axis=2) if encoding == "mono8" else rgb
     decoded = image_to_rgb(message)
     assert decoded.flags.writeable and np.array_equal(decoded, expected)
+
+
+DEPTH_TOPIC, INFO_TOPIC = "/camera/depth/aligned", "/camera/color/camera_info"
+FX, FY, CX, CY = 30.0, 32.0, (WIDTH - 1) / 2, (HEIGHT - 1) / 2
+
+
+def millimetres(metres):
+    return np.nan_to_num(metres * 1000.0, nan=0.0).astype(np.uint16)  # 16UC1: 0 is a hole
+
+
+def depth_image(index, metres):
+    return T["sensor_msgs/msg/Image"](header=header(index), height=HEIGHT, width=WIDTH, encoding="16UC1",
+                                      is_bigendian=0, step=WIDTH * 2, data=millimetres(metres).view(np.uint8).reshape(-1))
+
+
+def camera_info(index):
+    return T["sensor_msgs/msg/CameraInfo"](
+        header=header(index), height=HEIGHT, width=WIDTH, distortion_model="plumb_bob", d=np.zeros(5),
+        k=np.array([FX, 0.0, CX, 0.0, FY, CY, 0.0, 0.0, 1.0]), r=np.eye(3).reshape(-1), p=np.zeros(12),
+        binning_x=0, binning_y=0, roi=T["sensor_msgs/msg/RegionOfInterest"](
+            x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+
+
+def write_depth_bag(path, images, depths):
+    """Colour frames at 10 Hz; after each, camera_info and (where `depths` has one) a depth frame of
+    the same stamp, recorded a little later as a camera driver's would be."""
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        colour = writer.add_connection(IMAGE_TOPIC, "sensor_msgs/msg/Image", typestore=TYPES)
+        info = writer.add_connection(INFO_TOPIC, "sensor_msgs/msg/CameraInfo", typestore=TYPES)
+        depth = writer.add_connection(DEPTH_TOPIC, "sensor_msgs/msg/Image", typestore=TYPES)
+        for index, rgb in enumerate(images):
+            writer.write(colour, stamp_ns(index) + 5000,
+                         TYPES.serialize_cdr(raw_image(index, rgb), "sensor_msgs/msg/Image"))
+            writer.write(info, stamp_ns(index) + 6000,
+                         TYPES.serialize_cdr(camera_info(index), "sensor_msgs/msg/CameraInfo"))
+            if depths[index] is not None:
+                writer.write(depth, stamp_ns(index) + 9000,
+                             TYPES.serialize_cdr(depth_image(index, depths[index]), "sensor_msgs/msg/Image"))
+    return path
+
+
+def expected_centroid(mask, metres):
+    recorded = millimetres(metres) * 0.001  # depth_scale of config/samwise.yaml
+    rows, cols = np.nonzero(mask & (recorded > 0))
+    z = recorded[rows, cols]
+    return [np.median((cols - CX) * z / FX), np.median((rows - CY) * z / FY), np.median(z)]
+
+
+@pytest.fixture(scope="module")
+def present_model_dir(tokenizer, tmp_path_factory):
+    from ros_harness import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("present_model"), tokenizer)  # always detects something
+
+
+def test_depth_and_camera_info_give_the_nodes_3d_centroid(present_model_dir, tmp_path):
+    """Depth recorded just after its colour frame is paired by stamp; frame 2 has no depth within the
+    slop and frame 4's depth is all holes (NaN): no 3-D centroid there, a PointStamped elsewhere."""
+    rng = np.random.default_rng(3)
+    depths = [rng.uniform(0.5, 3.0, (HEIGHT, WIDTH)) for _ in range(6)]
+    depths[2], depths[4] = None, np.full((HEIGHT, WIDTH), np.nan)
+    bag = write_depth_bag(tmp_path / "in", frames(6), depths)
+    assert run(present_model_dir, bag, "--image-topic", IMAGE_TOPIC, "--query", "the red ball",
+               "--depth-topic", DEPTH_TOPIC, "--camera-info-topic", INFO_TOPIC, "--set", "clip_length=4",
+               "--masks", tmp_path / "masks", "--results", tmp_path / "r.jsonl", "--output-bag", tmp_path / "out") == 0
+
+    from geometry_msgs.msg import PointStamped
+    from rclpy.serialization import deserialize_message
+    from samwise_ros.msg import Segmentation
+
+    topics = read_bag(tmp_path / "out")
+    results = [deserialize_message(raw, Segmentation) for _, raw, _ in topics["/result"]]
+    points = [deserialize_message(raw, PointStamped) for _, raw, _ in topics["/centroid"]]
+    records = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert all(r.detected for r in results) and len(results) == 6
+    with_depth = [0, 1, 3, 5]
+    assert [r.has_centroid_3d for r in results] == [i in with_depth for i in range(6)]
+    assert [r["centroid_3d"] is not None for r in records] == [i in with_depth for i in range(6)]
+    assert [p.header.stamp.sec * 10**9 + p.header.stamp.nanosec for p in points] == [stamp_ns(i) for i in with_depth]
+    for index, point in zip(with_depth, points):
+        mask = cv2.imread(str(tmp_path / "masks" / f"{index:06d}.png"), cv2.IMREAD_UNCHANGED) == 255
+        expected = expected_centroid(mask, depths[index])
+        assert [point.point.x, point.point.y, point.point.z] == pytest.approx(expected, abs=1e-6)
+        assert point.header.frame_id == "camera_color_optical_frame"
+        stored = results[index].centroid_3d
+        assert [stored.x, stored.y, stored.z] == pytest.approx(expected, abs=1e-6)
+        assert records[index]["centroid_3d"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_depth_topic_errors(model_dir, tmp_path, capsys):
+    bag = write_depth_bag(tmp_path / "in", frames(2), [np.ones((HEIGHT, WIDTH))] * 2)
+    assert run(model_dir, bag, "--image-topic", IMAGE_TOPIC, "--query", "x",
+               "--depth-topic", "/depth", "--camera-info-topic", INFO_TOPIC) == 2
+    error = capsys.readouterr().err
+    assert "depth topic '/depth' is not a sensor_msgs/msg/Image topic" in error and DEPTH_TOPIC in error
+    with pytest.raises(SystemExit):
+        run(model_dir, bag, "--image-topic", IMAGE_TOPIC, "--depth-topic", DEPTH_TOPIC)
+    assert "go together" in capsys.readouterr().err

@@ -13,8 +13,8 @@ from std_msgs.msg import Header
 from ros_harness import PARAMETERS_FILE, camera_info, frame_pixels
 from samwise_ros.geometry import centroid_3d
 from samwise_ros.images import compressed_to_rgb, depth_to_array, image_to_rgb
-from samwise_ros.ros.conversions import array_to_image, camera_info_to_intrinsics, mask_to_image
-from samwise_ros.ros.depth_pairing import DepthPairing
+from samwise_ros.depth import DepthPairing, camera_info_to_intrinsics
+from samwise_ros.ros.conversions import array_to_image, mask_to_image
 from samwise_ros.ros.parameters import PARAMETERS, PARAMETERS_BY_NAME, validate_changes
 from samwise_ros.ros.work_queue import WorkQueue
 from rclpy.parameter import Parameter

@@ -66,12 +66,13 @@ class ResultLog:
         self.path = path
         self._file = open(path, "w", encoding="utf-8")
 
-    def write(self, stream: int, frame: Frame, result: TrackResult, latency_ms: float) -> None:
+    def write(self, stream: int, frame: Frame, result: TrackResult, latency_ms: float,
+              centroid_3d: tuple[float, float, float] | None) -> None:
         record = {
             "stream": stream, "input_frame": frame.number, "name": frame.name, "frame_id": frame.frame_id,
             "stamp": frame.stamp_ns / 1e9, "query": result.query, "frame_index": result.frame_index,
             "detected": result.detected, "object_score": round(result.object_score, 5), "area": result.area,
-            "bbox": result.bbox, "centroid": result.centroid, "cme_probability": result.cme_probability,
+            "bbox": result.bbox, "centroid": result.centroid, "centroid_3d": centroid_3d, "cme_probability": result.cme_probability,
             "cme_switched": result.cme_switched, "stream_reset": result.stream_reset,
             "latency_ms": round(latency_ms, 2),
         }

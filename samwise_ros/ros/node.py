@@ -40,15 +40,14 @@ from std_srvs.srv import Trigger
 
 from samwise_ros.msg import CmeSwitch, Segmentation
 
-from ..geometry import centroid_3d
+from ..depth import DepthPairing, camera_info_to_intrinsics
 from ..model import Samwise
 from ..model.checkpoint import CheckpointError
 from ..overlay import draw_overlay
 from ..runtime import resolve_device, resolve_precision
 from ..tracker import StreamTracker, TrackResult
 from ..images import compressed_to_rgb, depth_to_array, image_to_rgb
-from .conversions import array_to_image, camera_info_to_intrinsics, mask_to_image, stamp_to_seconds
-from .depth_pairing import DepthPairing
+from .conversions import array_to_image, mask_to_image, stamp_to_seconds
 from .diagnostics import ProcessingStats, make_status
 from .parameters import declare_parameters, validate_changes
 from .work_queue import WorkQueue
@@ -343,13 +342,11 @@ class SamwiseNode(Node):
             self._report(f"depth: no depth frame with camera_info within sync_slop ({self.settings.sync_slop} s) "
                          f"of the image stamped {stamp:.3f}: no 3-D centroid", key="no depth", level="warning")
             return None
-        if depth.values.shape != result.mask.shape:
-            self._report(f"depth: the depth image is {depth.values.shape[1]}x{depth.values.shape[0]}, the colour "
-                         f"image {result.mask.shape[1]}x{result.mask.shape[0]}: publish depth aligned to the "
-                         "colour image", key="depth size")
+        try:
+            point = depth.centroid_3d(result.mask)
+        except ValueError as error:
+            self._report(str(error), key="depth size")
             return None
-        k = depth.intrinsics
-        point = centroid_3d(result.mask, depth.values, k.fx, k.fy, k.cx, k.cy, depth.metres_per_unit)
         if point is None:
             self._report("depth: no valid depth under the mask (holes, zeros or NaN): no 3-D centroid",
                          level="warning")

@@ -4,7 +4,8 @@ The model and tracker are built from the node's parameters file (config/samwise.
 builds them, and every frame is processed (the node drops stale frames only when it falls behind a
 live camera), so the output is what the node publishes for the same frames when it keeps up.
 Outputs, each optional: PNG masks, overlay videos, per-frame JSON lines, and a rosbag2 with the node's
-topics (mask, result, cme_switch) stamped with the input's headers.
+topics (mask, result, centroid, cme_switch) stamped with the input's headers. With a bag's depth and
+camera_info topics, results get the node's 3-D centroid (depth_scale and sync_slop from the parameters).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ..model.checkpoint import CheckpointError
 from ..params import (default_parameters_file, load_node_parameters, model_from_parameters,
                       override_parameters, tracker_from_parameters)
 from ..replay.outputs import MaskFolder, OverlayVideos, ResultLog
-from ..replay.sources import Frame, QueryChange, ReplayInputError, open_source
+from ..replay.sources import DepthTopics, Frame, QueryChange, ReplayInputError, open_source
 from ..tracker import StreamTracker, TrackResult
 
 
@@ -34,6 +35,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="referring expression; repeat for several streams (default: the `query` parameter)")
     parser.add_argument("--query-topic", help="std_msgs/String topic of the bag that sets the query as it changes")
     parser.add_argument("--image-topic", help="Image or CompressedImage topic of the bag (needed when it has several)")
+    parser.add_argument("--depth-topic", help="depth Image topic of the bag (16UC1 or 32FC1, aligned to the colour "
+                                              "image): 3-D centroids; needs --camera-info-topic")
+    parser.add_argument("--camera-info-topic", help="CameraInfo topic of the bag, for the depth's intrinsics")
     parser.add_argument("--params", type=Path, default=default_parameters_file(),
                         help="the node's ROS 2 parameters file (default: the package's config/samwise.yaml)")
     parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="NAME=VALUE",
@@ -52,6 +56,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.query_topic and len(args.query) > 1:
         parser.error("--query-topic drives one stream: give at most one --query with it")
+    if bool(args.depth_topic) != bool(args.camera_info_topic):
+        parser.error("--depth-topic and --camera-info-topic go together")
     args.assignments += [f"{name}={value}" for name, value in
                          (("checkpoint", args.checkpoint), ("device", args.device)) if value is not None]
     return args
@@ -69,6 +75,8 @@ class Stream:
     last_centroid: tuple[float, float] | None = None
     results: int = 0
     detections: int = 0
+    points_3d: int = 0
+    warnings: set[str] = field(default_factory=set)
     switches: int = 0
     latency_ms: float = 0.0
 
@@ -84,16 +92,17 @@ class Outputs:
         self.overlay = OverlayVideos(args.overlay, len(streams), fps) if args.overlay else None
         self.log = ResultLog(args.results) if args.results else None
 
-    def write(self, stream: Stream, frame: Frame, result: TrackResult, latency_ms: float) -> None:
+    def write(self, stream: Stream, frame: Frame, result: TrackResult, latency_ms: float,
+              point: tuple[float, float, float] | None) -> None:
         if self.masks:
             self.masks.write(stream.index, frame, result)
         if self.overlay:
             self.overlay.write(stream.index, frame, result)
         if self.log:
-            self.log.write(stream.index, frame, result, latency_ms)
+            self.log.write(stream.index, frame, result, latency_ms, point)
         if self.bag:
             self.bag.write(stream.namespace, frame.log_time_ns, frame.stamp_ns, frame.frame_id, result,
-                           latency_ms, stream.last_centroid)
+                           latency_ms, stream.last_centroid, point)
 
     def close(self) -> None:
         for output in (self.overlay, self.log, self.bag):
@@ -112,7 +121,12 @@ def main(argv=None) -> int:
         queries = args.query or [parameters["query"]]
         for query in queries:
             check_query(query, parameters)
-        source = open_source(args.input, args.image_topic, args.query_topic, args.frame_id, args.fps or 10.0)
+        depth_topics = None
+        if args.depth_topic:
+            depth_topics = DepthTopics(args.depth_topic, args.camera_info_topic, parameters["depth_scale"],
+                                       parameters["sync_slop"])
+        source = open_source(args.input, args.image_topic, args.query_topic, args.frame_id, args.fps or 10.0,
+                             depth_topics)
         model = model_from_parameters(parameters)
         streams = make_streams(model, parameters, queries, args)
         outputs = Outputs(args, streams, args.fps or source.fps or 10.0)
@@ -196,12 +210,27 @@ def deliver(streams: list[Stream], outputs: Outputs, batches: list[tuple[Stream,
     now = time.perf_counter()
     for _, _, stream, frame, result, pushed in sorted(ready, key=lambda item: item[:2]):
         latency_ms = (now - pushed) * 1000.0
-        outputs.write(stream, frame, result, latency_ms)
+        point = centroid_3d(stream, frame, result)
+        outputs.write(stream, frame, result, latency_ms, point)
         stream.results += 1
         stream.detections += result.detected
+        stream.points_3d += point is not None
         stream.switches += result.cme_switched
         stream.latency_ms += latency_ms
         stream.last_centroid = result.centroid
+
+
+def centroid_3d(stream: Stream, frame: Frame, result: TrackResult) -> tuple[float, float, float] | None:
+    """The node's 3-D centroid: detected, with a paired depth frame, and valid depth under the mask."""
+    if not result.detected or frame.depth is None:
+        return None
+    try:
+        return frame.depth.centroid_3d(result.mask)
+    except ValueError as err:  # the same for every frame: said once
+        if str(err) not in stream.warnings:
+            stream.warnings.add(str(err))
+            tqdm.write(f"samwise-replay: warning: {err}", file=sys.stderr)
+        return None
 
 
 def print_summary(description: str, frames: int, elapsed: float, streams: list[Stream], outputs: str) -> None:
@@ -210,7 +239,7 @@ def print_summary(description: str, frames: int, elapsed: float, streams: list[S
     for stream in streams:
         mean_latency = stream.latency_ms / stream.results if stream.results else 0.0
         print(f"stream {stream.index} ({stream.label}): {stream.results} results, {stream.detections} detections, "
-              f"{stream.switches} CME switches, mean latency {mean_latency:.1f} ms")
+              f"{stream.points_3d} 3-D centroids, {stream.switches} CME switches, mean latency {mean_latency:.1f} ms")
     print(f"output:  {outputs}")
 
 
