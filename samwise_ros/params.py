@@ -1,42 +1,85 @@
-"""The node's parameters outside ROS: read `config/samwise.yaml` (a ROS 2 params file) into a dict, and
-build the model and tracker from it exactly as the node does, so offline tools reproduce the node."""
+"""The node's parameters, declared once and without ROS: the table (names, defaults, descriptions,
+constraints) that the node declares through rclpy, reading `config/samwise.yaml` (a ROS 2 params file)
+into a dict, and building the model and tracker from it as the node does, so offline tools reproduce
+the node."""
 
 from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import yaml
 
 from .model import Samwise
 from .runtime import resolve_device, resolve_precision
 from .tracker import StreamTracker
+from .weights import demo_weights
 
 NODE_NAME = "samwise"
 
-# Defaults of the ROS interface (README, "Parameters"): what the node uses for a name the file omits.
-DEFAULT_PARAMETERS = {
-    "checkpoint": "",
-    "tokenizer": "",
-    "device": "auto",
-    "precision": "auto",
-    "mode": "clip",
-    "clip_length": 8,
-    "frame_window": 0,
-    "mask_threshold": 0.5,
-    "use_cme": True,
-    "cme_window": 4,
-    "query": "",
-    "max_query_chars": 256,
-    "image_transport": "raw",
-    "image_reliability": "best_effort",
-    "queue_depth": 1,
-    "use_depth": False,
-    "depth_scale": 0.001,
-    "sync_slop": 0.05,
-    "publish_overlay": False,
-}
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    name: str
+    default: bool | int | float | str  # its type is the parameter's type
+    description: str
+    dynamic: bool = False  # may change while the node runs
+    choices: tuple[str, ...] = ()
+    check: Callable[[Any], bool] | None = None  # a value test, explained by `constraint`
+    constraint: str = ""
+
+    def problem(self, value: Any) -> str | None:
+        """Why `value` is not acceptable, or None."""
+        if self.choices and value not in self.choices:
+            return f"{self.name} must be one of {', '.join(self.choices)}, got {value!r}"
+        if self.check is not None and not self.check(value):
+            return f"{self.name} must be {self.constraint}, got {value!r}"
+        return None
+
+    @property
+    def constraint_text(self) -> str:
+        return f"one of: {', '.join(self.choices)}" if self.choices else self.constraint
+
+
+# The node's parameters (README, "Parameters"): read-only ones shape the tracker and the subscriptions
+# and are fixed at start-up; dynamic ones can change at run time (`ros2 param set`).
+PARAMETERS = (
+    ParameterSpec("checkpoint", "", "model: a directory saved by samwise_ros, or a released SAMWISE .pth "
+                  "(empty = the bundled demo weights)"),
+    ParameterSpec("tokenizer", "", "tokenizer directory for a released .pth (a saved directory carries its own)"),
+    ParameterSpec("device", "auto", "auto (CUDA when present), cuda:N or cpu"),
+    ParameterSpec("precision", "auto", "compute precision; auto is bf16 on CUDA and fp32 on the CPU",
+                  choices=("auto", "fp32", "bf16", "fp16")),
+    ParameterSpec("mode", "clip", "clip: T-frame batches, as the release (results when a clip completes); "
+                  "frame: a result for every frame as it arrives", choices=("clip", "frame")),
+    ParameterSpec("clip_length", 8, "T, frames per clip", check=lambda v: v >= 1, constraint="at least 1"),
+    ParameterSpec("frame_window", 0, "frame mode: frames the adapters' attention sees (0 = clip_length)",
+                  check=lambda v: v >= 0, constraint="0 or more"),
+    ParameterSpec("mask_threshold", 0.5, "threshold on the mask probability", dynamic=True,
+                  check=lambda v: 0.0 < v < 1.0, constraint="strictly between 0 and 1"),
+    ParameterSpec("use_cme", True, "run the Conditional Memory Encoder"),
+    ParameterSpec("cme_window", 4, "CME decision window (frames)", check=lambda v: v >= 1, constraint="at least 1"),
+    ParameterSpec("query", "", "initial referring expression (then the text_query topic)"),
+    ParameterSpec("max_query_chars", 256, "longest accepted query; longer texts are rejected", dynamic=True,
+                  check=lambda v: v >= 1, constraint="at least 1"),
+    ParameterSpec("image_transport", "raw", "raw: subscribe to image; compressed: to image/compressed",
+                  choices=("raw", "compressed")),
+    ParameterSpec("image_reliability", "best_effort", "QoS reliability of the image, depth and camera_info "
+                  "subscriptions", choices=("best_effort", "reliable", "system_default")),
+    ParameterSpec("queue_depth", 1, "frames waiting for the model; 1 keeps only the newest",
+                  check=lambda v: v >= 1, constraint="at least 1"),
+    ParameterSpec("use_depth", False, "pair depth + camera_info with the colour image for a 3-D centroid"),
+    ParameterSpec("depth_scale", 0.001, "metres per 16UC1 depth unit", dynamic=True,
+                  check=lambda v: v > 0.0, constraint="positive"),
+    ParameterSpec("sync_slop", 0.05, "seconds: the largest stamp difference between a colour image and its depth",
+                  dynamic=True, check=lambda v: v >= 0.0, constraint="0 or more"),
+    ParameterSpec("publish_overlay", False, "publish the debug overlay image", dynamic=True),
+)
+PARAMETERS_BY_NAME = {spec.name: spec for spec in PARAMETERS}
+DEFAULT_PARAMETERS = {spec.name: spec.default for spec in PARAMETERS}
 
 
 def default_parameters_file() -> Path | None:
@@ -80,12 +123,16 @@ def override_parameters(parameters: dict, assignments: list[str]) -> dict:
 
 
 def model_from_parameters(parameters: dict) -> Samwise:
-    """The model the node would load: `checkpoint` (+ `tokenizer`) on `device` in `precision`."""
-    if not parameters["checkpoint"]:
-        raise ValueError("no checkpoint: set the `checkpoint` parameter (no demo weights are bundled yet)")
+    """The model the node loads: `checkpoint` (empty: the bundled demo weights) with `tokenizer`, on
+    `device` in `precision`."""
+    checkpoint = parameters["checkpoint"] or demo_weights()
     device = resolve_device(parameters["device"])
     precision = resolve_precision(parameters["precision"], device)
-    return Samwise.from_path(parameters["checkpoint"], parameters["tokenizer"] or None, device, precision)
+    model = Samwise.from_path(checkpoint, parameters["tokenizer"] or None, device, precision)
+    if model.tokenizer is None:
+        raise ValueError(f"checkpoint {checkpoint}: no tokenizer in it: set the tokenizer parameter to a directory "
+                         "with the tokenizer files")
+    return model
 
 
 def tracker_from_parameters(model: Samwise, parameters: dict) -> StreamTracker:
@@ -93,7 +140,8 @@ def tracker_from_parameters(model: Samwise, parameters: dict) -> StreamTracker:
     model.config.cme_decision_window = parameters["cme_window"]
     return StreamTracker(model, clip_length=parameters["clip_length"], mode=parameters["mode"],
                          frame_window=parameters["frame_window"] or None,  # 0: clip_length
-                         mask_threshold=parameters["mask_threshold"], use_cme=parameters["use_cme"])
+                         mask_threshold=parameters["mask_threshold"], use_cme=parameters["use_cme"],
+                         precision=model.precision)
 
 
 def _applies_to_node(key: str) -> bool:
@@ -101,11 +149,15 @@ def _applies_to_node(key: str) -> bool:
 
 
 def _checked(source, name: str, value):
-    default = DEFAULT_PARAMETERS.get(name)
-    if default is None:
+    """`value` with its parameter's type and within its constraint (names not in the table pass)."""
+    spec = PARAMETERS_BY_NAME.get(name)
+    if spec is None:
         return value
-    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if type(value) is not type(default):
-        raise ValueError(f"{source}: parameter {name!r} must be {type(default).__name__}, got {value!r}")
+    if isinstance(spec.default, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if type(value) is not type(spec.default):
+        raise ValueError(f"{source}: parameter {name!r} must be {type(spec.default).__name__}, got {value!r}")
+    problem = spec.problem(value)
+    if problem:
+        raise ValueError(f"{source}: parameter {problem}")
     return value

@@ -19,11 +19,11 @@ def test_shipped_file_holds_the_interface_defaults():
 def test_wildcard_then_node_sections(tmp_path):
     path = tmp_path / "p.yaml"
     path.write_text("/**:\n  ros__parameters:\n    clip_length: 4\n    device: cpu\n"
-                    "/robot/samwise:\n  ros__parameters:\n    clip_length: 2\n    mask_threshold: 1\n"
+                    "/robot/samwise:\n  ros__parameters:\n    clip_length: 2\n    depth_scale: 1\n"
                     "other_node:\n  ros__parameters:\n    mode: frame\n")
     parameters = load_node_parameters(path)
     assert parameters["clip_length"] == 2 and parameters["device"] == "cpu" and parameters["mode"] == "clip"
-    assert parameters["mask_threshold"] == 1.0 and isinstance(parameters["mask_threshold"], float)
+    assert parameters["depth_scale"] == 1.0 and isinstance(parameters["depth_scale"], float)
 
 
 def test_wrong_types_are_errors(tmp_path):
@@ -35,6 +35,18 @@ def test_wrong_types_are_errors(tmp_path):
         override_parameters(DEFAULT_PARAMETERS, ["clip_length=2.5"])
     with pytest.raises(ValueError, match="NAME=VALUE"):
         override_parameters(DEFAULT_PARAMETERS, ["clip_length"])
+
+
+def test_values_outside_the_node_constraints_are_errors(tmp_path):
+    """The node's own checks (one table): the replay refuses what the node would refuse."""
+    with pytest.raises(ValueError, match="mask_threshold must be strictly between 0 and 1, got 1.5"):
+        override_parameters(DEFAULT_PARAMETERS, ["mask_threshold=1.5"])
+    with pytest.raises(ValueError, match="mode must be one of clip, frame, got 'batch'"):
+        override_parameters(DEFAULT_PARAMETERS, ["mode=batch"])
+    path = tmp_path / "p.yaml"
+    path.write_text("samwise:\n  ros__parameters:\n    clip_length: 0\n")
+    with pytest.raises(ValueError, match="clip_length must be at least 1"):
+        load_node_parameters(path)
 
 
 def test_tracker_gets_the_node_settings(tiny_model):

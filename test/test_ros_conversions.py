@@ -15,7 +15,8 @@ from samwise_ros.geometry import centroid_3d
 from samwise_ros.images import compressed_to_rgb, depth_to_array, image_to_rgb
 from samwise_ros.depth import DepthPairing, camera_info_to_intrinsics
 from samwise_ros.ros.conversions import array_to_image, mask_to_image
-from samwise_ros.ros.parameters import PARAMETERS, PARAMETERS_BY_NAME, validate_changes
+from samwise_ros.params import PARAMETERS, PARAMETERS_BY_NAME
+from samwise_ros.ros.parameters import descriptor, validate_changes
 from samwise_ros.ros.work_queue import WorkQueue
 from rclpy.parameter import Parameter
 
@@ -191,5 +192,5 @@ def test_parameter_changes_are_validated():
     assert not validate_changes([Parameter("image_reliability", value="sometimes")]).successful
     assert {spec.name for spec in PARAMETERS if spec.dynamic} == {
         "mask_threshold", "max_query_chars", "depth_scale", "sync_slop", "publish_overlay"}
-    assert PARAMETERS_BY_NAME["mode"].descriptor().read_only
+    assert descriptor(PARAMETERS_BY_NAME["mode"]).read_only
     assert math.isfinite(PARAMETERS_BY_NAME["sync_slop"].default)

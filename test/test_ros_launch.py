@@ -18,7 +18,7 @@ import pytest
 
 from ros_harness import FASTDDS_PROFILE, REPO, START_TIMEOUT_S, ros_environment, unique_domain_id
 from samwise_ros.ros import player
-from samwise_ros.ros.parameters import PARAMETERS_BY_NAME
+from samwise_ros.params import PARAMETERS_BY_NAME
 
 LAUNCH_FILES = sorted((REPO / "launch").glob("*.launch.py"))
 NODE_TOPICS = {"image", "image/compressed", "depth", "camera_info", "text_query", "mask", "result", "overlay",

@@ -16,7 +16,6 @@ def broken_checkpoints(tmp_path_factory, tokenizer):
         "missing": (str(root / "missing_model"), rf"checkpoint {root}/missing_model: file not found"),
         "corrupt directory": (str(corrupt_directory),
                               rf"model directory {corrupt_directory}: model.safetensors is corrupt"),
-        "no demo weights": ("", r"checkpoint is empty and no demo weights are bundled yet: pass checkpoint:="),
     }
 
 

@@ -41,11 +41,10 @@ from std_srvs.srv import Trigger
 from samwise_ros.msg import CmeSwitch, Segmentation
 
 from ..depth import DepthPairing, camera_info_to_intrinsics
-from ..model import Samwise
 from ..model.checkpoint import CheckpointError
 from ..overlay import draw_overlay
-from ..runtime import resolve_device, resolve_precision
-from ..tracker import StreamTracker, TrackResult
+from ..params import model_from_parameters, tracker_from_parameters
+from ..tracker import TrackResult
 from ..images import compressed_to_rgb, depth_to_array, image_to_rgb
 from .conversions import array_to_image, mask_to_image, stamp_to_seconds
 from .diagnostics import ProcessingStats, make_status
@@ -53,8 +52,6 @@ from .parameters import declare_parameters, validate_changes
 from .work_queue import WorkQueue
 
 NODE_NAME = "samwise"
-NO_DEMO_WEIGHTS = ("checkpoint is empty and no demo weights are bundled yet: pass "
-                   "checkpoint:=<a model directory saved by samwise_ros, or a released SAMWISE .pth>")
 LOG_THROTTLE_S = 5.0  # the same input problem is logged at most this often
 DIAGNOSTICS_PERIOD_S = 1.0
 STOP_TIMEOUT_S = 10.0  # how long shutdown waits for a frame in inference
@@ -84,20 +81,13 @@ TrackerFactory = Callable[[SimpleNamespace], LoadedTracker]
 
 
 def load_tracker(settings: SimpleNamespace) -> LoadedTracker:
-    """The default factory: the model of the `checkpoint` parameter in a StreamTracker."""
-    if not settings.checkpoint:
-        raise StartupError(NO_DEMO_WEIGHTS)
-    device = resolve_device(settings.device)
-    precision = resolve_precision(settings.precision, device)
-    model = Samwise.from_path(settings.checkpoint, settings.tokenizer or None, device, precision)
-    if model.tokenizer is None:
-        raise StartupError(f"checkpoint {settings.checkpoint}: no tokenizer in it: pass tokenizer:=<directory "
-                           "with the tokenizer files>")
-    model.config.cme_decision_window = settings.cme_window
-    tracker = StreamTracker(model, clip_length=settings.clip_length, mode=settings.mode,
-                            frame_window=settings.frame_window or None, mask_threshold=settings.mask_threshold,
-                            use_cme=settings.use_cme, precision=precision)
-    return LoadedTracker(tracker, str(device), precision, str(settings.checkpoint))
+    """The default factory: the model of the `checkpoint` parameter (empty: the bundled demo weights)
+    in a StreamTracker, built as the offline tools build it."""
+    parameters = vars(settings)
+    model = model_from_parameters(parameters)
+    tracker = tracker_from_parameters(model, parameters)
+    return LoadedTracker(tracker, str(model.device), model.precision,
+                         str(settings.checkpoint) or "bundled demo weights")
 
 
 @dataclass
