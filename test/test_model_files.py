@@ -29,6 +29,25 @@ def test_loaded_model_gives_the_same_outputs(tmp_path, tiny_model):
     assert all(torch.equal(x.low_res_logits, y.low_res_logits) for x, y in zip(a, b))
 
 
+def test_float16_storage_halves_the_file_and_loads_as_float32(tmp_path, tiny_model):
+    full = tiny_model.save(tmp_path / "fp32") / "model.safetensors"
+    half = tiny_model.save(tmp_path / "fp16", storage_dtype=torch.float16) / "model.safetensors"
+    assert half.stat().st_size < 0.51 * full.stat().st_size
+    loaded = Samwise.load(tmp_path / "fp16")
+    original = tiny_model.state_dict()
+    for name, tensor in loaded.state_dict().items():
+        assert tensor.dtype == original[name].dtype
+        assert torch.equal(tensor, original[name].half().to(tensor.dtype) if tensor.is_floating_point() else original[name])
+
+
+def test_demo_preset_fits_the_package_weight_budget():
+    """The bundled demo model: at most 20 MB in float16 (2 bytes per parameter)."""
+    model = Samwise(SamwiseConfig.demo(vocab_size=300))
+    parameters = sum(p.numel() for p in model.parameters())
+    assert len(model.sam.memory_attention.layers) == 1 and len(model.sam.memory_encoder.fuser.layers) == 1
+    assert 2 * parameters < 20e6
+
+
 @pytest.mark.parametrize("damage, message", [
     ("no_directory", "not found"),
     ("no_weights", "model.safetensors is missing"),

@@ -9,7 +9,7 @@ import torch
 from samwise_ros import Samwise, SamwiseConfig
 from samwise_ros.data.synthetic import demo_scene
 from samwise_ros.training.losses import cme_loss, dice_loss, sigmoid_focal_loss
-from samwise_ros.training.trainer import TrainSettings, Trainer
+from samwise_ros.training.trainer import TrainSettings, Trainer, lr_factor
 
 
 @dataclass
@@ -90,6 +90,30 @@ def test_resume_continues_from_the_saved_step(tokenizer, tmp_path):
     second.fit()
     assert (second.progress.epoch, second.progress.step) == (2, 4)
     assert len(second.progress.history) == 2
+
+
+def test_learning_rate_warms_up_then_follows_the_cosine_to_zero():
+    assert [lr_factor(step, 10, 2, cosine=False) for step in (0, 1, 2, 9)] == [0.5, 1.0, 1.0, 1.0]
+    assert lr_factor(2, 10, 2, cosine=True) == pytest.approx(1.0)
+    assert lr_factor(6, 10, 2, cosine=True) == pytest.approx(0.5)  # half-way through the decay
+    assert lr_factor(10, 10, 2, cosine=True) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_resume_continues_the_learning_rate_schedule(tokenizer, tmp_path):
+    def trainer_with():
+        torch.manual_seed(0)
+        model = Samwise(SamwiseConfig.tiny(vocab_size=len(tokenizer)), tokenizer=tokenizer)
+        settings = TrainSettings(output=tmp_path, epochs=2, batch_size=1, lr=1e-3, warmup_steps=1, cosine=True)
+        return Trainer(model, SceneClips([0, 10]), settings)
+
+    first = trainer_with()
+    first.settings.epochs = 1  # stop half-way through a 2-epoch (4-step) schedule
+    first.fit()
+    second = trainer_with()
+    second.resume(tmp_path / "last")
+    expected = 1e-3 * lr_factor(2, 4, 1, cosine=True)  # the LR of the third step
+    assert second.optimizer.param_groups[0]["lr"] == pytest.approx(expected)
+    assert first.optimizer.param_groups[0]["lr"] == pytest.approx(expected)
 
 
 def test_cli_runs_under_torchrun_with_two_gloo_processes(tmp_path):
