@@ -64,6 +64,7 @@ setup(
             "samwise-replay = samwise_ros.tools.replay:main",
             "samwise-eval = samwise_ros.tools.eval:main",
             "samwise-train = samwise_ros.tools.train:main",
+            "samwise-synthetic = samwise_ros.tools.synthetic:main",
             "samwise_node = samwise_ros.ros.node:main",
             "samwise_player = samwise_ros.ros.player:main",
         ],

@@ -1,7 +1,8 @@
 """The complete demonstration with nothing but this package: a player publishing the bundled
-synthetic video as a camera, the samwise node tracking a query in it, and the overlay for rviz.
+synthetic video as a camera, the samwise node tracking a query in it with the bundled demo weights,
+and the overlay for rviz (`samwise-demo` runs the same two nodes without `ros2 launch` and records).
 
-    ros2 launch samwise_ros demo.launch.py checkpoint:=/path/to/model
+    ros2 launch samwise_ros demo.launch.py
     ros2 launch samwise_ros demo.launch.py checkpoint:=/path/to/model video:=/path/to/clip.mp4 query:="the dog"
 
 Topics (in the namespace argument, default samwise_demo): camera/image in; mask, result, overlay,

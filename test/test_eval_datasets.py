@@ -249,3 +249,34 @@ def test_refcoco_image_level(model_dir, tmp_path):
     assert summary["samples"] == 2
     assert 0.0 <= summary["overall_iou"] <= 1.0 and 0.0 <= summary["mean_iou"] <= 1.0
     assert set(summary) >= {"precision@0.5", "precision@0.9"}
+
+
+def test_synthetic_clips_exported_as_mevis_evaluate_with_and_without_the_cme(tokenizer, tmp_path):
+    """samwise-synthetic writes held-out scenes in the MeViS layout: the masks read back exactly, the
+    frames within JPEG error; samwise-eval scores them, and --no-cme changes what a switching CME does."""
+    from ros_harness import save_tiny_model
+    from samwise_ros.data.synthetic import SyntheticReferringVideos
+    from samwise_ros.eval.datasets import Mevis
+    from samwise_ros.tools import synthetic
+
+    assert synthetic.main([str(tmp_path / "data"), "--kinds", "time", "--count", "2", "--size", "60", "80",
+                           "--seed", "5"]) == 0
+    clips = SyntheticReferringVideos(length=2, frames=8, size=(60, 80), kinds=("time",), seed=5)
+    dataset = Mevis(tmp_path / "data", "valid_u")
+    assert [v.expressions[0].text for v in dataset.videos] == [clips[i].expression for i in range(2)]
+    for index, video in enumerate(dataset.videos):
+        clip = clips[index]
+        assert np.array_equal(dataset.ground_truth(video, video.expressions[0], (60, 80)), clip.masks)
+        frames = np.stack([np.array(Image.open(path)) for path in video.frame_paths]).astype(int)
+        assert np.abs(frames - clip.frames).mean() < 2.0
+
+    switching = save_tiny_model(tmp_path / "model", tokenizer, force_cme_switch=True)
+    reports = {}
+    for name, flags in (("cme", []), ("no_cme", ["--no-cme"])):
+        assert eval_tool.main(["video", str(tmp_path / "data"), "--dataset", "mevis", "--checkpoint", str(switching),
+                               "--device", "cpu", "--output", str(tmp_path / name), *flags]) == 0
+        reports[name] = json.loads((tmp_path / name / "results.json").read_text())
+    assert len(reports["cme"]["expressions"]) == len(reports["no_cme"]["expressions"]) == 2
+    masks = {name: [np.array(Image.open(p)) for p in sorted((tmp_path / name / "Annotations").rglob("*.png"))]
+             for name in reports}
+    assert any(not np.array_equal(a, b) for a, b in zip(masks["cme"], masks["no_cme"]))

@@ -45,6 +45,7 @@ class EvalJob:
     precision: str = "auto"
     clip_length: int = 8
     mask_threshold: float = 0.5
+    use_cme: bool = True
 
     def open_dataset(self):
         return DATASETS[self.dataset][0](self.root, self.split)
@@ -111,7 +112,7 @@ def segment(tracker: StreamTracker, frame_paths: list[Path], text: str) -> Itera
 def predict_davis_video(model: Samwise, job: EvalJob, dataset: RefDavis17, video: Video) -> dict[int, list[ObjectScore]]:
     """Per annotator: all objects' masks merged into one indexed PNG per frame, written under
     OUTPUT/anno_<k>/<video>/ (the release's layout) and scored against the DAVIS annotations."""
-    tracker = StreamTracker(model, clip_length=job.clip_length, keep_probability=True)
+    tracker = StreamTracker(model, clip_length=job.clip_length, keep_probability=True, use_cme=job.use_cme)
     gt_dir = dataset.ground_truth_dir(video)
     scores = {}
     for annotator, expressions in enumerate(dataset.annotator_objects(video)):
@@ -140,7 +141,8 @@ def davis_labels(tracker: StreamTracker, video: Video, expressions) -> list[np.n
 def predict_mevis_video(model: Samwise, job: EvalJob, dataset: Mevis, video: Video) -> list[ExpressionScore]:
     """Binary masks per expression under OUTPUT/Annotations/<video>/<exp_id>/ (the submission layout),
     scored against mask_dict.json when the split has it."""
-    tracker = StreamTracker(model, clip_length=job.clip_length, mask_threshold=job.mask_threshold)
+    tracker = StreamTracker(model, clip_length=job.clip_length, mask_threshold=job.mask_threshold,
+                            use_cme=job.use_cme)
     scores = []
     for expression in video.expressions:
         masks = [result.mask for result in segment(tracker, video.frame_paths, expression.text)]

@@ -24,12 +24,15 @@ from std_msgs.msg import Header
 from ..data.synthetic import demo_scene
 from .conversions import array_to_image
 
+END_OF_VIDEO = "end of the video"  # logged after the last frame when not looping
+
 PARAMETERS = {  # name: (default, description)
     "video": ("", "video file to play (empty: the bundled synthetic scene)"),
     "rate": (10.0, "frames per second"),
     "frame_id": ("camera_color_optical_frame", "frame_id of the published images"),
     "loop": (True, "start again at the end of the video (false: stop publishing)"),
     "scene_frames": (48, "length of the synthetic scene in frames"),
+    "wait_for_subscribers": (0, "hold the first frame until this many subscribers listen (0: start at once)"),
 }
 
 
@@ -66,6 +69,7 @@ class Player(Node):
         self.video = self.get_parameter("video").value
         self.frame_id = self.get_parameter("frame_id").value
         self.loop = self.get_parameter("loop").value
+        self.wait_for_subscribers = self.get_parameter("wait_for_subscribers").value
         rate = self.get_parameter("rate").value
         if rate <= 0:
             raise ValueError(f"parameter rate must be positive, got {rate}")
@@ -89,9 +93,13 @@ class Player(Node):
                 return
 
     def _publish_next(self) -> None:
+        if self.wait_for_subscribers:  # until the pipeline is connected: no frame is lost to discovery
+            if self.publisher.get_subscription_count() < self.wait_for_subscribers:
+                return
+            self.wait_for_subscribers = 0
         frame = next(self.frames, None)
         if frame is None:
-            self.get_logger().info("end of the video")
+            self.get_logger().info(END_OF_VIDEO)
             self.timer.cancel()
             return
         header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self.frame_id)

@@ -65,6 +65,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--clip-length", type=int, default=8, help="frames per clip (the release's eval window)")
     parser.add_argument("--threshold", type=float, default=0.5, help="on the mask probability")
+    parser.add_argument("--no-cme", dest="use_cme", action="store_false",
+                        help="never switch the memory (to measure what the Conditional Memory Encoder adds)")
 
 
 def main(argv=None) -> int:
@@ -123,7 +125,8 @@ def score_davis_folders(pred_root: Path, gt_root: Path, sequence_list: Path | No
 
 def score_video(args) -> dict:
     job = EvalJob(args.dataset, args.root, args.split or DATASETS[args.dataset][1], args.output,
-                  str(args.checkpoint), args.tokenizer, args.device, args.precision, args.clip_length, args.threshold)
+                  str(args.checkpoint), args.tokenizer, args.device, args.precision, args.clip_length, args.threshold,
+                  args.use_cme)
     dataset, per_video = run_videos(job, args.workers)
     if args.dataset == "ref-davis17":
         return report_ref_davis(per_video)
