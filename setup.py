@@ -43,6 +43,7 @@ setup(
     # import-hook finder runs after site-packages, where `make venv` installs the generated
     # samwise_ros.msg as a namespace portion, which would then hide this package).
     package_dir={"": "."},
+    package_data={f"{PACKAGE}.weights": ["demo/*"]},  # the bundled demo model (safetensors, config, tokenizer)
     python_requires=">=3.10",
     install_requires=[
         "numpy",

@@ -27,6 +27,7 @@ from std_msgs.msg import Header
 from builtin_interfaces.msg import Time
 
 from samwise_ros.ros.conversions import array_to_image
+from samwise_ros.ros.demo_pipeline import ros_arguments
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_DIR = Path(__file__).resolve().parent
@@ -62,11 +63,7 @@ def ros_environment(domain_id: int) -> dict[str, str]:
 
 def node_arguments(namespace: str, **parameters) -> list[str]:
     """--ros-args for the node: a namespace, the shipped parameters file, then overrides."""
-    arguments = ["--ros-args", "-r", f"__ns:={namespace}", "--params-file", str(PARAMETERS_FILE)]
-    for name, value in parameters.items():
-        text = str(value).lower() if isinstance(value, bool) else str(value) or "''"
-        arguments += ["-p", f"{name}:={text}"]
-    return arguments
+    return ros_arguments(namespace, PARAMETERS_FILE, **parameters)
 
 
 # ---- the node's process ----------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from ..params import default_parameters_file
 from .player import END_OF_VIDEO
 
 NAMESPACE = "/samwise_demo"
+CAMERA = {"image": "camera/image"}  # the topic between player and node, as in demo.launch.py
 RECORDING = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=200, reliability=ReliabilityPolicy.RELIABLE)
 START_TIMEOUT_S = 120.0  # the node loads torch, sam2 and the model before it subscribes
 SETTLE_S = 3.0  # after the last frame, how long without a new result ends the recording
@@ -132,9 +133,13 @@ def pipeline_environment() -> dict[str, str]:
     return environment
 
 
-def ros_arguments(params_file: Path | None = None, **parameters) -> list[str]:
-    """--ros-args: the namespace, a parameters file, then single parameters (which override the file)."""
-    arguments = ["--ros-args", "-r", f"__ns:={NAMESPACE}", "-r", "image:=camera/image"]
+def ros_arguments(namespace: str, params_file: Path | None = None, remappings: dict[str, str] | None = None,
+                  **parameters) -> list[str]:
+    """--ros-args: the namespace, remappings, a parameters file, then single parameters (which override
+    the file)."""
+    arguments = ["--ros-args", "-r", f"__ns:={namespace}"]
+    for source, target in (remappings or {}).items():
+        arguments += ["-r", f"{source}:={target}"]
     if params_file is not None:
         arguments += ["--params-file", str(params_file)]
     for name, value in parameters.items():
@@ -181,7 +186,7 @@ def run_pipeline(scene_bgr: list[np.ndarray], node_parameters: dict, rate: float
     os.environ.update({name: environment[name] for name in
                        ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", "FASTDDS_DEFAULT_PROFILES_FILE")})
     node = Process([sys.executable, "-m", "samwise_ros.ros.node",
-                    *ros_arguments(default_parameters_file(), **node_parameters)], environment)
+                    *ros_arguments(NAMESPACE, default_parameters_file(), CAMERA, **node_parameters)], environment)
     recorder = Recorder(int(environment["ROS_DOMAIN_ID"]), scene_bgr)
     player = None
     try:
@@ -193,8 +198,9 @@ def run_pipeline(scene_bgr: list[np.ndarray], node_parameters: dict, rate: float
                 raise DemoError(f"samwise_node did not subscribe within {START_TIMEOUT_S:.0f} s: {node.last_line()}")
             time.sleep(0.1)
         player = Process([sys.executable, "-m", "samwise_ros.ros.player",
-                          *ros_arguments(rate=float(rate), loop=False, scene_frames=len(scene_bgr),
-                                        wait_for_subscribers=2)], environment)  # the node and the recorder
+                          *ros_arguments(NAMESPACE, None, CAMERA, rate=float(rate), loop=False,
+                                         scene_frames=len(scene_bgr), wait_for_subscribers=2)],  # node, recorder
+                         environment)
         deadline = time.monotonic() + len(scene_bgr) / rate + START_TIMEOUT_S
         while not player.said(END_OF_VIDEO) and recorder.recording.frames_published < len(scene_bgr):
             if not player.running() or time.monotonic() > deadline:
