@@ -8,7 +8,7 @@ import torch
 
 from samwise_ros import Samwise, SamwiseConfig
 from samwise_ros.data.synthetic import demo_scene
-from samwise_ros.training.losses import cme_loss, dice_loss, sigmoid_focal_loss
+from samwise_ros.training.losses import cme_loss, dice_loss, object_score_loss, sigmoid_focal_loss
 from samwise_ros.training.trainer import TrainSettings, Trainer, lr_factor
 
 
@@ -52,6 +52,27 @@ def test_cme_loss_weights_switches_and_ignores_minus_one():
     # both valid rows have loss ln 2; weights 2 and 1 -> weighted mean is ln 2
     assert cme_loss(logits, labels).item() == pytest.approx(np.log(2), rel=1e-6)
     assert cme_loss(logits, torch.tensor([-1, -1, -1])).item() == 0.0
+
+
+def test_object_score_loss_is_binary_cross_entropy():
+    logits = torch.tensor([0.0, 2.0])
+    present = torch.tensor([True, False])
+    expected = (np.log(2) + np.log(1 + np.exp(2.0))) / 2
+    assert object_score_loss(logits, present).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_from_scratch_trains_the_object_score_head_and_fine_tuning_leaves_it(tokenizer, tmp_path):
+    """SAM2's object-score head gates every mask at inference: a model trained from scratch must learn
+    it (SAM2's objectness loss); the release's recipe keeps it frozen and adds no such loss."""
+    head = "sam.sam_mask_decoder.pred_obj_score_head.layers.2.weight"
+    for from_scratch in (True, False):
+        torch.manual_seed(0)
+        model = Samwise(SamwiseConfig.tiny(vocab_size=len(tokenizer)), tokenizer=tokenizer)
+        before = model.state_dict()[head].clone()
+        trainer = Trainer(model, SceneClips([0]), TrainSettings(output=tmp_path, lr=1e-3, from_scratch=from_scratch))
+        values = trainer.step([SceneClips([0])[0]])
+        assert ("loss_object" in values) == from_scratch
+        assert torch.equal(model.state_dict()[head], before) != from_scratch
 
 
 @pytest.fixture

@@ -99,8 +99,8 @@ class TrainFrameOutput:
     """What the training forward returns for one frame."""
 
     mask_logits: Tensor  # [1, 1, h, w] at the clip's (resized) input size
-    object_score_logits: Tensor  # [1, 1], detached: no loss of the release uses it (and DDP needs
-    # every output with a graph to reach the loss)
+    object_score_logits: Tensor  # [1, 1]; detached unless asked for: no loss of the release uses it
+    # (SAM2's object-score head comes trained), and DDP needs every output with a graph to reach the loss
     cme_logits: Tensor | None  # [1, 2] where the CME window allows
     cme_label: Tensor | None  # [1] long: 1 switch, 0 same object, -1 ignore
 
@@ -437,15 +437,16 @@ class Samwise(nn.Module):
                                        cme_logits, ran, switched, memory_logits))
         return outputs
 
-    def forward(self, frames: Tensor, query: TextQuery) -> list[TrainFrameOutput]:
+    def forward(self, frames: Tensor, query: TextQuery, train_object_scores: bool = False) -> list[TrainFrameOutput]:
         """The module's forward is the training forward (DistributedDataParallel wraps `forward`);
         inference goes through `forward_clip`, which carries the stream's memory."""
-        return self.forward_train(frames, query)
+        return self.forward_train(frames, query, train_object_scores)
 
-    def forward_train(self, frames: Tensor, query: TextQuery) -> list[TrainFrameOutput]:
+    def forward_train(self, frames: Tensor, query: TextQuery, train_object_scores: bool = False) -> list[TrainFrameOutput]:
         """The release's training forward on one clip: a fresh memory and clip-relative frame indices,
         the CME evaluated where its window allows but never applied, with its self-supervised label
-        (1: the memory path and the memory-less path segment different objects)."""
+        (1: the memory path and the memory-less path segment different objects). `train_object_scores`
+        keeps the object scores' graph, for a model whose SAM2 is trained too (from scratch)."""
         features = self.encode_clip(frames, query)
         memory = self.new_stream_memory()
         resized_hw = tuple(frames.shape[-2:])
@@ -461,7 +462,8 @@ class Samwise(nn.Module):
                 cme_label = same_object_labels(masks[:, 0].detach(), memoryless_masks[:, 0].detach(),
                                                memoryless.object_score_logits.detach())
             memory.bank.add(index, self.encode_memory(features, index, decoded.high_res_logits, decoded))
-            outputs.append(TrainFrameOutput(masks, decoded.object_score_logits.detach(), cme_logits, cme_label))
+            object_scores = decoded.object_score_logits if train_object_scores else decoded.object_score_logits.detach()
+            outputs.append(TrainFrameOutput(masks, object_scores, cme_logits, cme_label))
         return outputs
 
     def postprocess_logits(self, low_res_logits: Tensor, resized_hw: tuple[int, int],

@@ -1,4 +1,5 @@
-"""The release's losses: sigmoid focal + dice on the clip's masks, weighted cross-entropy for the CME."""
+"""The release's losses: sigmoid focal + dice on the clip's masks, weighted cross-entropy for the CME; and
+SAM2's object-score loss for models trained from scratch."""
 
 from __future__ import annotations
 
@@ -35,3 +36,9 @@ def cme_loss(logits: Tensor, labels: Tensor) -> Tensor:
         return logits.sum() * 0.0  # keeps the graph (DDP needs every trainable output used)
     weight = torch.tensor(CME_CLASS_WEIGHTS, device=logits.device, dtype=logits.dtype)
     return F.cross_entropy(logits.float(), labels, weight=weight.float(), ignore_index=-1)
+
+
+def object_score_loss(logits: Tensor, present: Tensor) -> Tensor:
+    """logits [T] of SAM2's object-score head, present [T] bool (the target is visible in the frame):
+    SAM2's own objectness loss, binary cross-entropy. Only a model whose SAM2 is trained needs it."""
+    return F.binary_cross_entropy_with_logits(logits, present.to(logits.dtype))

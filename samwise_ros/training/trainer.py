@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from ..model import Samwise
 from .batches import clip_tensors
-from .losses import cme_loss, dice_loss, sigmoid_focal_loss
+from .losses import cme_loss, dice_loss, object_score_loss, sigmoid_focal_loss
 
 STATE_FILE = "training_state.pt"
 LAST = "last"
@@ -90,20 +90,27 @@ class Trainer:
     # ---- one step ---------------------------------------------------------------------------
 
     def losses(self, batch) -> dict[str, torch.Tensor]:
-        """Mean focal and dice over the batch's clips, and the CME loss over its decided frames."""
-        focal, dice, cme_logits, cme_labels = [], [], [], []
+        """Mean focal and dice over the batch's clips, the CME loss over its decided frames and, from
+        scratch, SAM2's object-score loss (is the object in the frame?)."""
+        focal, dice, objectness, cme_logits, cme_labels = [], [], [], [], []
+        train_object_scores = self.settings.from_scratch
         for clip in batch:
             tensors = clip_tensors(clip.frames, clip.masks, clip.expression, self.model.image_size, self.device)
             query = self.model.tokenize(tensors.expression)
             with self._autocast():
-                outputs = self.network(tensors.frames, query)
+                outputs = self.network(tensors.frames, query, train_object_scores)
             logits = torch.cat([out.mask_logits.float() for out in outputs]).flatten().unsqueeze(0)
             targets = tensors.masks.flatten().unsqueeze(0)
             focal.append(sigmoid_focal_loss(logits, targets))
             dice.append(dice_loss(logits, targets))
+            if train_object_scores:
+                scores = torch.cat([out.object_score_logits.float() for out in outputs]).flatten()
+                objectness.append(object_score_loss(scores, tensors.masks.flatten(1).any(dim=1)))
             cme_logits += [out.cme_logits for out in outputs if out.cme_logits is not None]
             cme_labels += [out.cme_label for out in outputs if out.cme_label is not None]
         losses = {"loss_mask": torch.stack(focal).mean(), "loss_dice": torch.stack(dice).mean()}
+        if objectness:
+            losses["loss_object"] = torch.stack(objectness).mean()
         if cme_logits:
             losses["loss_cme"] = cme_loss(torch.cat(cme_logits), torch.cat(cme_labels).to(self.device))
         return losses
@@ -235,7 +242,7 @@ def plot_curves(step_log: Path, epoch_log: Path, output: Path) -> None:
 
     steps, epochs = read_csv(step_log), read_csv(epoch_log)
     figure, (losses, scores) = plt.subplots(1, 2, figsize=(10, 4))
-    for name in ("loss", "loss_mask", "loss_dice", "loss_cme"):
+    for name in ("loss", "loss_mask", "loss_dice", "loss_object", "loss_cme"):
         points = [(int(r["step"]), float(r[name])) for r in steps if r.get(name)]
         if points:
             losses.plot(*zip(*points), label=name)
