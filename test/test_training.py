@@ -113,6 +113,18 @@ def test_resume_continues_from_the_saved_step(tokenizer, tmp_path):
     assert len(second.progress.history) == 2
 
 
+def test_text_pretraining_makes_the_sentence_state_tell_expressions_apart(tokenizer):
+    """A from-scratch text encoder's sentence state hardly differs between expressions; after a short
+    attribute pre-training, linear probes read every said attribute from it for most expressions."""
+    from samwise_ros.training.text_pretraining import labelled_expressions, pretrain_text_encoder
+
+    torch.manual_seed(0)
+    model = Samwise(SamwiseConfig.tiny(vocab_size=len(tokenizer)), tokenizer=tokenizer)
+    assert len(labelled_expressions()) == 600
+    assert pretrain_text_encoder(model, steps=0) < 0.1  # untrained probes: chance
+    assert pretrain_text_encoder(model, steps=300) > 0.6
+
+
 def test_learning_rate_warms_up_then_follows_the_cosine_to_zero():
     assert [lr_factor(step, 10, 2, cosine=False) for step in (0, 1, 2, 9)] == [0.5, 1.0, 1.0, 1.0]
     assert lr_factor(2, 10, 2, cosine=True) == pytest.approx(1.0)

@@ -318,13 +318,17 @@ def demo_scene(seed: int = 0) -> Scene:
     return Scene(shapes, target=2, expression="the red ball rolling to the left", seed=seed)
 
 
-def scene_corpus() -> list[str]:
-    """Every expression the generator can produce (and the demo's), for training a small tokenizer."""
-    descriptions = [
+def scene_descriptions() -> list[Description]:
+    """Every description the generator can put into words."""
+    return [
         Description(shape, colour, size, direction, appears_later)
         for shape in SHAPES
         for colour in (None, *COLOURS)
         for size in (None, *SIZES)
         for direction, appears_later in ((None, None), *((d, None) for d in DIRECTIONS), (None, True))
     ]
-    return sorted({text for description in descriptions for text in description.phrasings()})
+
+
+def scene_corpus() -> list[str]:
+    """Every expression the generator can produce (and the demo's), for training a small tokenizer."""
+    return sorted({text for description in scene_descriptions() for text in description.phrasings()})

@@ -20,6 +20,7 @@ from ..model import Samwise, SamwiseConfig
 from ..model.tokenizer import train_roberta_tokenizer
 from ..runtime import resolve_device
 from ..training.evaluation import score_clips
+from ..training.text_pretraining import pretrain_text_encoder
 from ..training.trainer import LAST, Trainer, TrainSettings, init_distributed
 
 
@@ -47,6 +48,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     model.add_argument("--config", choices=PRESETS, default="tiny", help="random weights of a preset")
     training = parser.add_argument_group("training")
     training.add_argument("--from-scratch", action="store_true", help="train every parameter (tiny models)")
+    training.add_argument("--pretrain-text", type=int, default=0, metavar="STEPS",
+                          help="first pre-train the text encoder on the synthetic expressions' attributes (from "
+                               "scratch: a stand-in for a pre-trained RoBERTa)")
     training.add_argument("--epochs", type=int, default=1)
     training.add_argument("--batch-size", type=int, default=2)
     training.add_argument("--lr", type=float, default=1e-5, help="the paper: 1e-4 pre-training, 1e-5 on video")
@@ -114,6 +118,11 @@ def main(argv=None) -> int:
         device = torch.device("cuda", rank % torch.cuda.device_count())
     args.output.mkdir(parents=True, exist_ok=True)
     model = build_model(args, device)
+    if args.pretrain_text:
+        if args.data != "synthetic" or not args.from_scratch:
+            raise SystemExit("--pretrain-text is for --from-scratch training on --data synthetic")
+        accuracy = pretrain_text_encoder(model, args.pretrain_text, seed=args.seed)
+        print(f"text encoder pre-trained for {args.pretrain_text} steps: attribute accuracy {accuracy:.3f}")
     evaluate = None
     if args.data == "synthetic" and args.eval_size > 0:
         held_out = build_dataset(args, seed=args.seed + HELD_OUT_SEED_OFFSET, length=args.eval_size)
