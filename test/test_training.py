@@ -125,6 +125,25 @@ def test_text_pretraining_makes_the_sentence_state_tell_expressions_apart(tokeni
     assert pretrain_text_encoder(model, steps=300) > 0.6
 
 
+def test_from_scratch_trains_with_the_batch_norm_statistics_inference_uses(tokenizer, tmp_path):
+    """From scratch: fit() first sets the adapters' BatchNorm statistics from training clips, then
+    steps leave them as they are (training and inference normalise alike); the release's recipe
+    updates them from each clip, PyTorch's default."""
+    for from_scratch in (True, False):
+        torch.manual_seed(0)
+        model = Samwise(SamwiseConfig.tiny(vocab_size=len(tokenizer)), tokenizer=tokenizer)
+        norm = model.adapters[0].vis_down[1]
+        settings = TrainSettings(output=tmp_path / str(from_scratch), lr=1e-3, from_scratch=from_scratch)
+        trainer = Trainer(model, SceneClips([0, 5]), settings)
+        if from_scratch:
+            trainer.calibrate_batch_norm(clips=2)
+            assert not torch.equal(norm.running_var, torch.ones_like(norm.running_var))
+            assert norm.num_batches_tracked.item() == 2
+        before = norm.running_mean.clone()
+        trainer.step([SceneClips([0])[0]])
+        assert torch.equal(norm.running_mean, before) == from_scratch
+
+
 def test_learning_rate_warms_up_then_follows_the_cosine_to_zero():
     assert [lr_factor(step, 10, 2, cosine=False) for step in (0, 1, 2, 9)] == [0.5, 1.0, 1.0, 1.0]
     assert lr_factor(2, 10, 2, cosine=True) == pytest.approx(1.0)

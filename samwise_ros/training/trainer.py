@@ -13,6 +13,7 @@ from typing import Callable
 
 import torch
 import torch.distributed as dist
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
@@ -23,6 +24,7 @@ from .batches import clip_tensors
 from .losses import cme_loss, dice_loss, object_score_loss, sigmoid_focal_loss
 
 STATE_FILE = "training_state.pt"
+BATCH_NORM_CALIBRATION_CLIPS = 32
 LAST = "last"
 
 
@@ -117,6 +119,8 @@ class Trainer:
 
     def step(self, batch) -> dict[str, float]:
         self.network.train()
+        if self.settings.from_scratch:
+            freeze_batch_norm_statistics(self.model)
         losses = self.losses(batch)
         total = sum(losses.values())
         if not torch.isfinite(total):
@@ -132,10 +136,30 @@ class Trainer:
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
 
+    def calibrate_batch_norm(self, clips: int = BATCH_NORM_CALIBRATION_CLIPS) -> None:
+        """Set every BatchNorm's running statistics to the population statistics of `clips` training
+        clips under the current weights (frozen statistics train from there: see step)."""
+        norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = None  # a cumulative average
+            norm.train()
+        dataset = self.loader.dataset
+        with torch.no_grad():
+            for index in range(min(clips, len(dataset))):
+                clip = dataset[index]
+                tensors = clip_tensors(clip.frames, clip.masks, clip.expression, self.model.image_size, self.device)
+                self.model.encode_clip(tensors.frames, self.model.tokenize(tensors.expression))
+        for norm in norms:
+            norm.momentum = 0.1
+            norm.eval()
+
     # ---- epochs -------------------------------------------------------------------------------
 
     def fit(self) -> Progress:
         log_path = self.settings.output / "train_log.csv"
+        if self.settings.from_scratch and self.progress.step == 0:
+            self.calibrate_batch_norm()
         for epoch in range(self.progress.epoch, self.settings.epochs):
             if self.sampler is not None:
                 self.sampler.set_epoch(epoch)
@@ -191,6 +215,20 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"].cpu())
         self.progress = Progress(state["epoch"], state["step"], list(state["history"]))
+
+
+def freeze_batch_norm_statistics(model: nn.Module) -> None:
+    """BatchNorm layers normalise with their running statistics while training, as at inference.
+
+    The CMT adapters' BatchNorm sees one clip per forward. A model trained from scratch with batch
+    statistics learns to rely on that per-clip normalisation, and with running statistics at
+    inference its masks vanish (measured on held-out clips: the same weights give masks with batch
+    statistics and almost none with running ones, even recalibrated). With the statistics frozen,
+    training optimises what inference runs.
+    The release's fine-tuning keeps PyTorch's default (its adapters sit on pre-trained SAM2 features)."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, cosine: bool) -> float:
