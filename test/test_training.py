@@ -144,6 +144,23 @@ def test_from_scratch_trains_with_the_batch_norm_statistics_inference_uses(token
         assert torch.equal(norm.running_mean, before) == from_scratch
 
 
+def test_prompt_attribute_loss_trains_the_text_prompt_with_its_probes(tokenizer, tmp_path):
+    from samwise_ros.training.text_pretraining import AttributeProbes
+
+    torch.manual_seed(0)
+    model = Samwise(SamwiseConfig.tiny(vocab_size=len(tokenizer)), tokenizer=tokenizer)
+    probes = AttributeProbes(model, on_prompt=True)
+    assert probes.heads[0].in_features == model.sam.sam_prompt_encoder.embed_dim
+    prompt_before = model.text_prompt.layers[0].weight.clone()
+    probe_before = probes.heads[1].weight.clone()
+    trainer = Trainer(model, SceneClips([0]), TrainSettings(output=tmp_path, lr=1e-3, from_scratch=True), text_loss=probes)
+    values = trainer.step([SceneClips([0])[0]])  # "the red ball rolling to the left": a generator phrase
+    assert values["loss_text"] > 0
+    assert not torch.equal(model.text_prompt.layers[0].weight, prompt_before)
+    assert not torch.equal(probes.heads[1].weight, probe_before)
+    assert probes(model, ["a sentence the generator never says"]).item() == 0.0
+
+
 def test_learning_rate_warms_up_then_follows_the_cosine_to_zero():
     assert [lr_factor(step, 10, 2, cosine=False) for step in (0, 1, 2, 9)] == [0.5, 1.0, 1.0, 1.0]
     assert lr_factor(2, 10, 2, cosine=True) == pytest.approx(1.0)

@@ -20,7 +20,7 @@ from ..model import Samwise, SamwiseConfig
 from ..model.tokenizer import train_roberta_tokenizer
 from ..runtime import resolve_device
 from ..training.evaluation import score_clips
-from ..training.text_pretraining import pretrain_text_encoder
+from ..training.text_pretraining import AttributeProbes, pretrain_text_encoder
 from ..training.trainer import LAST, Trainer, TrainSettings, init_distributed
 
 
@@ -51,6 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     training.add_argument("--pretrain-text", type=int, default=0, metavar="STEPS",
                           help="first pre-train the text encoder on the synthetic expressions' attributes (from "
                                "scratch: a stand-in for a pre-trained RoBERTa)")
+    training.add_argument("--prompt-attribute-loss", action="store_true",
+                          help="keep the decoder's text prompt telling the synthetic attributes apart (from scratch)")
     training.add_argument("--epochs", type=int, default=1)
     training.add_argument("--batch-size", type=int, default=2)
     training.add_argument("--lr", type=float, default=1e-5, help="the paper: 1e-4 pre-training, 1e-5 on video")
@@ -123,6 +125,12 @@ def main(argv=None) -> int:
             raise SystemExit("--pretrain-text is for --from-scratch training on --data synthetic")
         accuracy = pretrain_text_encoder(model, args.pretrain_text, seed=args.seed)
         print(f"text encoder pre-trained for {args.pretrain_text} steps: attribute accuracy {accuracy:.3f}")
+    text_loss = None
+    if args.prompt_attribute_loss:
+        if args.data != "synthetic" or not args.from_scratch:
+            raise SystemExit("--prompt-attribute-loss is for --from-scratch training on --data synthetic")
+        torch.manual_seed(args.seed)
+        text_loss = AttributeProbes(model, on_prompt=True).to(device)
     evaluate = None
     if args.data == "synthetic" and args.eval_size > 0:
         held_out = build_dataset(args, seed=args.seed + HELD_OUT_SEED_OFFSET, length=args.eval_size)
@@ -131,7 +139,7 @@ def main(argv=None) -> int:
     settings = TrainSettings(output=args.output, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                              clip_max_norm=args.clip_max_norm, from_scratch=args.from_scratch, seed=args.seed,
                              workers=args.workers, warmup_steps=args.warmup_steps, cosine=args.cosine)
-    trainer = Trainer(model, build_dataset(args, args.seed, args.train_size), settings, evaluate)
+    trainer = Trainer(model, build_dataset(args, args.seed, args.train_size), settings, evaluate, text_loss)
     if args.resume:
         trainer.resume(args.output / LAST)
     progress = trainer.fit()

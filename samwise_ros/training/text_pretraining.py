@@ -39,36 +39,53 @@ def labelled_expressions() -> list[tuple[str, list[int]]]:
     return [(text, attribute_targets(d)) for d in scene_descriptions() for text in d.phrasings()]
 
 
+class AttributeProbes(nn.Module):
+    """Linear probes reading each attribute an expression says from a text vector: the sentence state
+    (`on_prompt=False`) or the decoder's text prompt made from it (`on_prompt=True`)."""
+
+    def __init__(self, model: Samwise, on_prompt: bool = False):
+        super().__init__()
+        self.on_prompt = on_prompt
+        width = model.sam.sam_prompt_encoder.embed_dim if on_prompt else model.text_encoder.hidden_size
+        self.heads = nn.ModuleList(nn.Linear(width, len(values)) for values in ATTRIBUTE_VALUES.values())
+        self.targets = dict(labelled_expressions())
+
+    def logits(self, model: Samwise, texts: list[str]) -> list[torch.Tensor]:
+        encoder = model.text_encoder
+        tokens = model.tokenizer(texts, padding=True, return_tensors="pt").to(model.device)
+        hidden = encoder.embed(tokens["input_ids"], tokens["attention_mask"])
+        hidden = encoder.run_layers(hidden, 0, encoder.num_layers, tokens["attention_mask"])
+        vector = encoder.sentence_state(hidden, tokens["input_ids"])
+        if self.on_prompt:
+            vector = model.text_prompt(vector)
+        return [head(vector) for head in self.heads]
+
+    def forward(self, model: Samwise, texts: list[str]) -> torch.Tensor:
+        """Summed cross-entropy over the attributes of the texts the synthetic generator can say."""
+        known = [text for text in texts if text in self.targets]
+        if not known:
+            return sum(p.sum() for p in self.parameters()) * 0.0
+        targets = torch.tensor([self.targets[text] for text in known], device=model.device)
+        return sum(F.cross_entropy(head, targets[:, k]) for k, head in enumerate(self.logits(model, known)))
+
+
 def pretrain_text_encoder(model: Samwise, steps: int, batch_size: int = 32, lr: float = 1e-3,
                           seed: int = 0) -> float:
     """Train `model.text_encoder` to expose every said attribute in its sentence state; returns the
     probes' accuracy over all expressions at the end."""
-    encoder = model.text_encoder
     torch.manual_seed(seed)  # the probes' initialisation: the same on every DDP rank
-    probes = nn.ModuleList(nn.Linear(encoder.hidden_size, len(v)) for v in ATTRIBUTE_VALUES.values()).to(model.device)
-    optimizer = torch.optim.AdamW([*encoder.parameters(), *probes.parameters()], lr=lr, weight_decay=0.0)
-    examples = labelled_expressions()
+    probes = AttributeProbes(model).to(model.device)
+    optimizer = torch.optim.AdamW([*model.text_encoder.parameters(), *probes.parameters()], lr=lr, weight_decay=0.0)
+    texts = list(probes.targets)
     rng = random.Random(seed)
-    encoder.train()
+    model.text_encoder.train()
     for _ in range(steps):
-        batch = rng.sample(examples, batch_size)
-        logits = _probe(model, probes, [text for text, _ in batch])
-        targets = torch.tensor([t for _, t in batch], device=model.device)
-        loss = sum(F.cross_entropy(head, targets[:, k]) for k, head in enumerate(logits))
+        loss = probes(model, rng.sample(texts, batch_size))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
     with torch.no_grad():
-        logits = _probe(model, probes, [text for text, _ in examples])
-        targets = torch.tensor([t for _, t in examples], device=model.device)
+        targets = torch.tensor([probes.targets[text] for text in texts], device=model.device)
+        logits = probes.logits(model, texts)
         correct = torch.stack([head.argmax(1) == targets[:, k] for k, head in enumerate(logits)]).all(0)
     return correct.float().mean().item()
-
-
-def _probe(model: Samwise, probes: nn.ModuleList, texts: list[str]) -> list[torch.Tensor]:
-    encoder = model.text_encoder
-    tokens = model.tokenizer(texts, padding=True, return_tensors="pt").to(model.device)
-    hidden = encoder.embed(tokens["input_ids"], tokens["attention_mask"])
-    hidden = encoder.run_layers(hidden, 0, encoder.num_layers, tokens["attention_mask"])
-    sentence = encoder.sentence_state(hidden, tokens["input_ids"])
-    return [probe(sentence) for probe in probes]

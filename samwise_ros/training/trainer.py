@@ -58,7 +58,7 @@ class Trainer:
     """Trains `model` on a dataset of ReferringClip; `evaluate(model) -> dict` scores an epoch."""
 
     def __init__(self, model: Samwise, dataset: Dataset, settings: TrainSettings,
-                 evaluate: Callable[[Samwise], dict] | None = None):
+                 evaluate: Callable[[Samwise], dict] | None = None, text_loss: nn.Module | None = None):
         self.settings = settings
         self.rank, self.world_size = init_distributed()
         self.device = model.device
@@ -68,7 +68,11 @@ class Trainer:
                 param.requires_grad_(True)
         else:
             model.freeze_for_training()
+        # text_loss(model, texts) -> loss: an auxiliary loss on the expressions (its own parameters train too)
+        self.text_loss = text_loss
         self.parameters = [p for p in model.parameters() if p.requires_grad]
+        if text_loss is not None:
+            self.parameters += list(text_loss.parameters())
         self.optimizer = torch.optim.AdamW(self.parameters, lr=settings.lr, weight_decay=0.0)
         # the CME is unused on clips shorter than its window (image data): hence find_unused_parameters
         self.network = (DistributedDataParallel(model, find_unused_parameters=True)
@@ -111,6 +115,8 @@ class Trainer:
             cme_logits += [out.cme_logits for out in outputs if out.cme_logits is not None]
             cme_labels += [out.cme_label for out in outputs if out.cme_label is not None]
         losses = {"loss_mask": torch.stack(focal).mean(), "loss_dice": torch.stack(dice).mean()}
+        if self.text_loss is not None:
+            losses["loss_text"] = self.text_loss(self.model, [clip.expression for clip in batch])
         if objectness:
             losses["loss_object"] = torch.stack(objectness).mean()
         if cme_logits:
@@ -280,7 +286,7 @@ def plot_curves(step_log: Path, epoch_log: Path, output: Path) -> None:
 
     steps, epochs = read_csv(step_log), read_csv(epoch_log)
     figure, (losses, scores) = plt.subplots(1, 2, figsize=(10, 4))
-    for name in ("loss", "loss_mask", "loss_dice", "loss_object", "loss_cme"):
+    for name in ("loss", "loss_mask", "loss_dice", "loss_object", "loss_text", "loss_cme"):
         points = [(int(r["step"]), float(r[name])) for r in steps if r.get(name)]
         if points:
             losses.plot(*zip(*points), label=name)
