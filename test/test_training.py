@@ -202,4 +202,5 @@ def test_cli_runs_under_torchrun_with_two_gloo_processes(tmp_path):
         (row,) = list(csv.DictReader(handle))
     assert int(row["step"]) == 2  # 4 clips shared by 2 ranks, one clip per step
     assert 0.0 <= float(row["eval_JF"]) <= 1.0
+    assert row["eval_JF_appearance"] == row["eval_JF"] and "eval_JF_time" not in row  # 1 held-out clip: one kind
     assert (tmp_path / "last" / "model.safetensors").is_file() and (tmp_path / "curves.png").is_file()

@@ -105,6 +105,8 @@ def scores_by_kind(model: Samwise, held_out: SyntheticReferringVideos) -> dict[s
     overall, scores = {}, {}
     for kind in held_out.kinds:
         of_kind = [held_out[index] for index in range(len(held_out)) if held_out.kind(index) == kind]
+        if not of_kind:  # fewer held-out clips than kinds
+            continue
         kind_scores = score_clips(model, of_kind)
         scores[f"eval_JF_{kind}"] = kind_scores["eval_JF"]
         for name, value in kind_scores.items():  # mean over clips = count-weighted mean over kinds
