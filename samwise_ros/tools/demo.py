@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from ..data.synthetic import demo_scene
-from ..eval import contour_accuracy, region_similarity
+from ..eval.scoring import score_expression
 
 # The README's animation stays small: 200 px wide, every other frame, 32 colours (the scene's sensor
 # noise compresses badly).
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     write_video(args.output / "overlay.mp4", pictures, args.rate)
     write_gif(args.output / "overlay.gif", pictures, args.rate)
     write_strip(args.output / "strip.jpg", pictures)
-    j, f = score(recording, {i: truth for i, (_, truth) in enumerate(rendered)})
+    j, f = score(recording, {i: truth for i, (_, truth) in enumerate(rendered)}, query)
 
     print(f"frames:  {recording.frames_published} published, {len(processed)} segmented "
           f"({recording.frames_published - len(processed)} dropped as stale) in {elapsed:.1f} s")
@@ -80,12 +80,11 @@ def main(argv=None) -> int:
     return 0
 
 
-def score(recording, truths: dict[int, np.ndarray]) -> tuple[float, float]:
+def score(recording, truths: dict[int, np.ndarray], query: str) -> tuple[float, float]:
     """Mean J and F over the segmented frames (DAVIS definitions)."""
     frames = sorted(recording.masks)
-    j = [region_similarity(truths[i], recording.masks[i]) for i in frames]
-    f = [contour_accuracy(truths[i], recording.masks[i]) for i in frames]
-    return float(np.mean(j)), float(np.mean(f))
+    scored = score_expression("demo", "0", query, [truths[i] for i in frames], [recording.masks[i] for i in frames])
+    return scored.j, scored.f
 
 
 def write_results(path: Path, recording, processed: list[int]) -> None:

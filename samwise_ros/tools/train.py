@@ -19,7 +19,7 @@ from ..data.synthetic import KINDS, SyntheticReferringVideos, scene_corpus
 from ..model import Samwise, SamwiseConfig
 from ..model.tokenizer import train_roberta_tokenizer
 from ..runtime import resolve_device
-from ..training.evaluation import score_clips
+from ..training.evaluation import clip_scores, summarize
 from ..training.text_pretraining import AttributeProbes, pretrain_text_encoder
 from ..training.trainer import LAST, Trainer, TrainSettings, init_distributed
 
@@ -64,7 +64,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     training.add_argument("--seed", type=int, default=0)
     training.add_argument("--output", type=Path, default=Path("runs/samwise"))
     training.add_argument("--resume", action="store_true", help="continue from OUTPUT/last")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for flag, used in (("--pretrain-text", args.pretrain_text), ("--prompt-attribute-loss", args.prompt_attribute_loss)):
+        if used and (args.data != "synthetic" or not args.from_scratch):  # they know the synthetic expressions only
+            parser.error(f"{flag} is for --from-scratch training on --data synthetic")
+    return args
 
 
 def build_dataset(args: argparse.Namespace, seed: int, length: int):
@@ -102,16 +106,13 @@ def build_model(args: argparse.Namespace, device: torch.device) -> Samwise:
 
 def scores_by_kind(model: Samwise, held_out: SyntheticReferringVideos) -> dict[str, float]:
     """J, F, J&F over all held-out clips, and J&F per expression kind (appearance, motion, time)."""
-    overall, scores = {}, {}
+    scores = clip_scores(model, (held_out[index] for index in range(len(held_out))))
+    overall = summarize(scores)
     for kind in held_out.kinds:
-        of_kind = [held_out[index] for index in range(len(held_out)) if held_out.kind(index) == kind]
-        if not of_kind:  # fewer held-out clips than kinds
-            continue
-        kind_scores = score_clips(model, of_kind)
-        scores[f"eval_JF_{kind}"] = kind_scores["eval_JF"]
-        for name, value in kind_scores.items():  # mean over clips = count-weighted mean over kinds
-            overall[name] = overall.get(name, 0.0) + value * len(of_kind) / len(held_out)
-    return overall | scores
+        of_kind = [score for index, score in enumerate(scores) if held_out.kind(index) == kind]
+        if of_kind:  # fewer held-out clips than kinds leaves some out
+            overall[f"eval_JF_{kind}"] = summarize(of_kind)["eval_JF"]
+    return overall
 
 
 def main(argv=None) -> int:
@@ -123,14 +124,10 @@ def main(argv=None) -> int:
     args.output.mkdir(parents=True, exist_ok=True)
     model = build_model(args, device)
     if args.pretrain_text:
-        if args.data != "synthetic" or not args.from_scratch:
-            raise SystemExit("--pretrain-text is for --from-scratch training on --data synthetic")
         accuracy = pretrain_text_encoder(model, args.pretrain_text, seed=args.seed)
         print(f"text encoder pre-trained for {args.pretrain_text} steps: attribute accuracy {accuracy:.3f}")
     text_loss = None
     if args.prompt_attribute_loss:
-        if args.data != "synthetic" or not args.from_scratch:
-            raise SystemExit("--prompt-attribute-loss is for --from-scratch training on --data synthetic")
         torch.manual_seed(args.seed)
         text_loss = AttributeProbes(model, on_prompt=True).to(device)
     evaluate = None

@@ -1,19 +1,18 @@
-"""Held-out scores during training: the tracker over each clip, J and F as DAVIS defines them."""
+"""Held-out scores during training: the tracker over each clip, J and F as DAVIS defines them, each
+clip scored as one expression (the per-expression protocol of MeViS and Ref-YouTube-VOS)."""
 
 from __future__ import annotations
 
 from typing import Iterable
 
-import numpy as np
-
-from ..eval import contour_accuracy, region_similarity
+from ..eval.scoring import ExpressionScore, score_expression, summarize_expressions
 from ..model import Samwise
 from ..tracker import StreamTracker
 
 
-def score_clips(model: Samwise, clips: Iterable, mode: str = "clip", use_cme: bool | None = None) -> dict[str, float]:
-    """Mean over clips of each clip's mean J, F and J&F (the per-expression protocol)."""
-    j_means, f_means = [], []
+def clip_scores(model: Samwise, clips: Iterable, mode: str = "clip", use_cme: bool | None = None) -> list[ExpressionScore]:
+    """Mean J and F over the frames of each clip, a clip segmented from a clean state."""
+    scores = []
     for clip in clips:
         tracker = StreamTracker(model, clip_length=len(clip.frames), mode=mode, use_cme=use_cme)
         tracker.set_query(clip.expression)
@@ -21,7 +20,16 @@ def score_clips(model: Samwise, clips: Iterable, mode: str = "clip", use_cme: bo
         for index, frame in enumerate(clip.frames):
             results += tracker.push(frame, stamp=float(index))
         results += tracker.flush()
-        j_means.append(np.mean([region_similarity(clip.masks[r.frame_index], r.mask) for r in results]))
-        f_means.append(np.mean([contour_accuracy(clip.masks[r.frame_index], r.mask) for r in results]))
-    j, f = float(np.mean(j_means)), float(np.mean(f_means))
-    return {"eval_J": j, "eval_F": f, "eval_JF": (j + f) / 2}
+        scores.append(score_expression(clip.source, "0", clip.expression, list(clip.masks),
+                                       [result.mask for result in results]))
+    return scores
+
+
+def summarize(scores: list[ExpressionScore], prefix: str = "eval_") -> dict[str, float]:
+    """Mean over clips of each clip's J, F and J&F."""
+    summary = summarize_expressions(scores)
+    return {f"{prefix}J": summary["J"], f"{prefix}F": summary["F"], f"{prefix}JF": summary["J&F"]}
+
+
+def score_clips(model: Samwise, clips: Iterable, mode: str = "clip", use_cme: bool | None = None) -> dict[str, float]:
+    return summarize(clip_scores(model, clips, mode, use_cme))
