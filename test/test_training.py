@@ -9,7 +9,7 @@ import torch
 from samwise_ros import Samwise, SamwiseConfig
 from samwise_ros.data.synthetic import demo_scene
 from samwise_ros.training.losses import cme_loss, dice_loss, object_score_loss, sigmoid_focal_loss
-from samwise_ros.training.trainer import TrainSettings, Trainer, lr_factor
+from samwise_ros.training.trainer import TrainSettings, Trainer, append_csv, lr_factor, read_csv
 
 
 @dataclass
@@ -159,6 +159,38 @@ def test_prompt_attribute_loss_trains_the_text_prompt_with_its_probes(tokenizer,
     assert not torch.equal(model.text_prompt.layers[0].weight, prompt_before)
     assert not torch.equal(probes.heads[1].weight, probe_before)
     assert probes(model, ["a sentence the generator never says"]).item() == 0.0
+
+
+def test_memoryless_mask_loss_trains_the_decodings_the_cme_compares_against(tokenizer, tmp_path):
+    """The memory-less path runs where the CME window allows (frame 5 of a 6-frame clip); its masks
+    keep their graph and get focal + dice only when asked for."""
+    from samwise_ros.training.batches import clip_tensors
+
+    torch.manual_seed(0)
+    model = Samwise(SamwiseConfig.tiny(vocab_size=len(tokenizer)), tokenizer=tokenizer)
+    clip = SceneClips([0])[0]
+    tensors = clip_tensors(clip.frames, clip.masks, clip.expression, model.image_size, model.device)
+    for train_memoryless in (False, True):
+        outputs = model(tensors.frames, model.tokenize(clip.expression), True, train_memoryless)
+        memoryless = [out.memoryless_mask_logits for out in outputs]
+        assert [m is not None for m in memoryless] == [False] * 5 + [True]
+        assert memoryless[5].shape == outputs[5].mask_logits.shape
+        assert memoryless[5].requires_grad == train_memoryless
+
+        settings = TrainSettings(output=tmp_path, lr=1e-3, from_scratch=True, memoryless_mask_loss=train_memoryless)
+        values = Trainer(model, SceneClips([0]), settings).step([clip])
+        assert ("loss_memoryless" in values) == train_memoryless
+    assert values["loss_memoryless"] > 0
+
+
+def test_training_logs_keep_their_columns_when_a_loss_is_added_on_resuming(tmp_path):
+    log = tmp_path / "epochs.csv"
+    append_csv(log, {"epoch": 1, "loss": 0.5})
+    append_csv(log, {"epoch": 2, "loss": 0.25})
+    append_csv(log, {"epoch": 3, "loss_memoryless": 0.75, "loss": 0.125})
+    assert read_csv(log) == [{"epoch": "1", "loss": "0.5", "loss_memoryless": ""},
+                             {"epoch": "2", "loss": "0.25", "loss_memoryless": ""},
+                             {"epoch": "3", "loss": "0.125", "loss_memoryless": "0.75"}]
 
 
 def test_learning_rate_warms_up_then_follows_the_cosine_to_zero():

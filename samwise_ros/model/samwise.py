@@ -103,6 +103,9 @@ class TrainFrameOutput:
     # (SAM2's object-score head comes trained), and DDP needs every output with a graph to reach the loss
     cme_logits: Tensor | None  # [1, 2] where the CME window allows
     cme_label: Tensor | None  # [1] long: 1 switch, 0 same object, -1 ignore
+    # [1, 1, h, w] of the memory-less decoding the CME compares against, where the CME window allows;
+    # with its graph only when asked for (no loss of the release trains it beyond a clip's first frame)
+    memoryless_mask_logits: Tensor | None = None
 
 
 class Samwise(nn.Module):
@@ -437,16 +440,19 @@ class Samwise(nn.Module):
                                        cme_logits, ran, switched, memory_logits))
         return outputs
 
-    def forward(self, frames: Tensor, query: TextQuery, train_object_scores: bool = False) -> list[TrainFrameOutput]:
+    def forward(self, frames: Tensor, query: TextQuery, train_object_scores: bool = False,
+                train_memoryless: bool = False) -> list[TrainFrameOutput]:
         """The module's forward is the training forward (DistributedDataParallel wraps `forward`);
         inference goes through `forward_clip`, which carries the stream's memory."""
-        return self.forward_train(frames, query, train_object_scores)
+        return self.forward_train(frames, query, train_object_scores, train_memoryless)
 
-    def forward_train(self, frames: Tensor, query: TextQuery, train_object_scores: bool = False) -> list[TrainFrameOutput]:
+    def forward_train(self, frames: Tensor, query: TextQuery, train_object_scores: bool = False,
+                      train_memoryless: bool = False) -> list[TrainFrameOutput]:
         """The release's training forward on one clip: a fresh memory and clip-relative frame indices,
         the CME evaluated where its window allows but never applied, with its self-supervised label
         (1: the memory path and the memory-less path segment different objects). `train_object_scores`
-        keeps the object scores' graph, for a model whose SAM2 is trained too (from scratch)."""
+        keeps the object scores' graph, for a model whose SAM2 is trained too (from scratch);
+        `train_memoryless` the memory-less masks' graph, for a loss on them."""
         features = self.encode_clip(frames, query)
         memory = self.new_stream_memory()
         resized_hw = tuple(frames.shape[-2:])
@@ -454,16 +460,18 @@ class Samwise(nn.Module):
         for index in range(frames.shape[0]):
             decoded = self.decode_with_memory(features, index, index, memory)
             masks = self.postprocess_logits(decoded.low_res_logits, resized_hw, resized_hw)
-            cme_logits = cme_label = None
+            cme_logits = cme_label = memoryless_masks = None
             if self.config.use_cme and cme_window_open(index, 0, self.config.cme_decision_window):
                 memoryless = self.decode_without_memory(features, index)
                 cme_logits = self.cme(decoded.obj_ptr.detach(), memoryless.early_obj_ptr.detach())
                 memoryless_masks = self.postprocess_logits(memoryless.low_res_logits, resized_hw, resized_hw)
                 cme_label = same_object_labels(masks[:, 0].detach(), memoryless_masks[:, 0].detach(),
                                                memoryless.object_score_logits.detach())
+                if not train_memoryless:
+                    memoryless_masks = memoryless_masks.detach()
             memory.bank.add(index, self.encode_memory(features, index, decoded.high_res_logits, decoded))
             object_scores = decoded.object_score_logits if train_object_scores else decoded.object_score_logits.detach()
-            outputs.append(TrainFrameOutput(masks, object_scores, cme_logits, cme_label))
+            outputs.append(TrainFrameOutput(masks, object_scores, cme_logits, cme_label, memoryless_masks))
         return outputs
 
     def postprocess_logits(self, low_res_logits: Tensor, resized_hw: tuple[int, int],

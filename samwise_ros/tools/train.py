@@ -53,6 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                "scratch: a stand-in for a pre-trained RoBERTa)")
     training.add_argument("--prompt-attribute-loss", action="store_true",
                           help="keep the decoder's text prompt telling the synthetic attributes apart (from scratch)")
+    training.add_argument("--memoryless-mask-loss", action="store_true",
+                          help="also train the memory-less decodings the CME compares against (focal + dice)")
     training.add_argument("--epochs", type=int, default=1)
     training.add_argument("--batch-size", type=int, default=2)
     training.add_argument("--lr", type=float, default=1e-5, help="the paper: 1e-4 pre-training, 1e-5 on video")
@@ -137,7 +139,8 @@ def main(argv=None) -> int:
 
     settings = TrainSettings(output=args.output, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                              clip_max_norm=args.clip_max_norm, from_scratch=args.from_scratch, seed=args.seed,
-                             workers=args.workers, warmup_steps=args.warmup_steps, cosine=args.cosine)
+                             workers=args.workers, warmup_steps=args.warmup_steps, cosine=args.cosine,
+                             memoryless_mask_loss=args.memoryless_mask_loss)
     trainer = Trainer(model, build_dataset(args, args.seed, args.train_size), settings, evaluate, text_loss)
     if args.resume:
         trainer.resume(args.output / LAST)

@@ -41,6 +41,9 @@ class TrainSettings:
     log_every: int = 10
     warmup_steps: int = 0  # linear warm-up from 0 to lr
     cosine: bool = False  # then cosine decay to 0 at the last step (else constant)
+    # focal + dice on the memory-less decodings the CME compares against (not in the release's recipe:
+    # its memory-less path comes trained with SAM2; from scratch it is otherwise trained on first frames only)
+    memoryless_mask_loss: bool = False
 
 
 @dataclass
@@ -97,18 +100,26 @@ class Trainer:
 
     def losses(self, batch) -> dict[str, torch.Tensor]:
         """Mean focal and dice over the batch's clips, the CME loss over its decided frames and, from
-        scratch, SAM2's object-score loss (is the object in the frame?)."""
+        scratch, SAM2's object-score loss (is the object in the frame?); optionally focal and dice on
+        the memory-less decodings."""
         focal, dice, objectness, cme_logits, cme_labels = [], [], [], [], []
+        memoryless_focal, memoryless_dice = [], []
         train_object_scores = self.settings.from_scratch
         for clip in batch:
             tensors = clip_tensors(clip.frames, clip.masks, clip.expression, self.model.image_size, self.device)
             query = self.model.tokenize(tensors.expression)
             with self._autocast():
-                outputs = self.network(tensors.frames, query, train_object_scores)
+                outputs = self.network(tensors.frames, query, train_object_scores, self.settings.memoryless_mask_loss)
             logits = torch.cat([out.mask_logits.float() for out in outputs]).flatten().unsqueeze(0)
             targets = tensors.masks.flatten().unsqueeze(0)
             focal.append(sigmoid_focal_loss(logits, targets))
             dice.append(dice_loss(logits, targets))
+            decided = [i for i, out in enumerate(outputs) if out.memoryless_mask_logits is not None]
+            if self.settings.memoryless_mask_loss and decided:
+                decided_logits = torch.cat([outputs[i].memoryless_mask_logits.float() for i in decided])
+                decided_logits, decided_targets = decided_logits.flatten().unsqueeze(0), tensors.masks[decided].flatten().unsqueeze(0)
+                memoryless_focal.append(sigmoid_focal_loss(decided_logits, decided_targets))
+                memoryless_dice.append(dice_loss(decided_logits, decided_targets))
             if train_object_scores:
                 scores = torch.cat([out.object_score_logits.float() for out in outputs]).flatten()
                 objectness.append(object_score_loss(scores, tensors.masks.flatten(1).any(dim=1)))
@@ -119,6 +130,8 @@ class Trainer:
             losses["loss_text"] = self.text_loss(self.model, [clip.expression for clip in batch])
         if objectness:
             losses["loss_object"] = torch.stack(objectness).mean()
+        if memoryless_focal:
+            losses["loss_memoryless"] = torch.stack(memoryless_focal).mean() + torch.stack(memoryless_dice).mean()
         if cme_logits:
             losses["loss_cme"] = cme_loss(torch.cat(cme_logits), torch.cat(cme_labels).to(self.device))
         return losses
@@ -262,12 +275,20 @@ def barrier(world_size: int) -> None:
 
 
 def append_csv(path: Path, row: dict) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    """Append `row`; a row with columns the file lacks (a loss added on resuming) rewrites the file
+    with the union of the columns, earlier rows leaving the new ones empty."""
+    row = {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
+    rows = read_csv(path)
+    columns = list(rows[0]) if rows else []
+    if rows and set(row) <= set(columns):
+        with open(path, "a", newline="") as handle:
+            csv.DictWriter(handle, fieldnames=columns).writerow(row)
+        return
+    columns += [name for name in row if name not in columns]
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows([*rows, row])
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -286,7 +307,7 @@ def plot_curves(step_log: Path, epoch_log: Path, output: Path) -> None:
 
     steps, epochs = read_csv(step_log), read_csv(epoch_log)
     figure, (losses, scores) = plt.subplots(1, 2, figsize=(10, 4))
-    for name in ("loss", "loss_mask", "loss_dice", "loss_object", "loss_text", "loss_cme"):
+    for name in ("loss", "loss_mask", "loss_dice", "loss_object", "loss_text", "loss_memoryless", "loss_cme"):
         points = [(int(r["step"]), float(r[name])) for r in steps if r.get(name)]
         if points:
             losses.plot(*zip(*points), label=name)
