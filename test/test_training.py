@@ -9,7 +9,7 @@ import torch
 from samwise_ros import Samwise, SamwiseConfig
 from samwise_ros.data.synthetic import demo_scene
 from samwise_ros.training.losses import cme_loss, dice_loss, object_score_loss, sigmoid_focal_loss
-from samwise_ros.training.trainer import TrainSettings, Trainer, append_csv, lr_factor, read_csv
+from samwise_ros.training.trainer import TrainSettings, Trainer, append_csv, cme_label_shares, lr_factor, read_csv
 
 
 @dataclass
@@ -180,6 +180,7 @@ def test_memoryless_mask_loss_trains_the_decodings_the_cme_compares_against(toke
         settings = TrainSettings(output=tmp_path, lr=1e-3, from_scratch=True, memoryless_mask_loss=train_memoryless)
         values = Trainer(model, SceneClips([0]), settings).step([clip])
         assert ("loss_memoryless" in values) == train_memoryless
+        assert {"cme_switch_labels", "cme_ignored_labels"} <= set(values)
     assert values["loss_memoryless"] > 0
 
 
@@ -191,6 +192,11 @@ def test_training_logs_keep_their_columns_when_a_loss_is_added_on_resuming(tmp_p
     assert read_csv(log) == [{"epoch": "1", "loss": "0.5", "loss_memoryless": ""},
                              {"epoch": "2", "loss": "0.25", "loss_memoryless": ""},
                              {"epoch": "3", "loss": "0.125", "loss_memoryless": "0.75"}]
+
+
+def test_training_logs_the_shares_of_switch_and_ignored_cme_labels():
+    shares = cme_label_shares(torch.tensor([1, 0, -1, 0, 0, 1, 0, 0]))
+    assert shares == {"cme_switch_labels": 0.25, "cme_ignored_labels": 0.125}
 
 
 def test_learning_rate_warms_up_then_follows_the_cosine_to_zero():

@@ -98,10 +98,10 @@ class Trainer:
 
     # ---- one step ---------------------------------------------------------------------------
 
-    def losses(self, batch) -> dict[str, torch.Tensor]:
+    def losses(self, batch) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
         """Mean focal and dice over the batch's clips, the CME loss over its decided frames and, from
         scratch, SAM2's object-score loss (is the object in the frame?); optionally focal and dice on
-        the memory-less decodings."""
+        the memory-less decodings. Also the CME's labels of the batch (None without decided frames)."""
         focal, dice, objectness, cme_logits, cme_labels = [], [], [], [], []
         memoryless_focal, memoryless_dice = [], []
         train_object_scores = self.settings.from_scratch
@@ -132,15 +132,16 @@ class Trainer:
             losses["loss_object"] = torch.stack(objectness).mean()
         if memoryless_focal:
             losses["loss_memoryless"] = torch.stack(memoryless_focal).mean() + torch.stack(memoryless_dice).mean()
+        labels = torch.cat(cme_labels).to(self.device) if cme_labels else None
         if cme_logits:
-            losses["loss_cme"] = cme_loss(torch.cat(cme_logits), torch.cat(cme_labels).to(self.device))
-        return losses
+            losses["loss_cme"] = cme_loss(torch.cat(cme_logits), labels)
+        return losses, labels
 
     def step(self, batch) -> dict[str, float]:
         self.network.train()
         if self.settings.from_scratch:
             freeze_batch_norm_statistics(self.model)
-        losses = self.losses(batch)
+        losses, cme_labels = self.losses(batch)
         total = sum(losses.values())
         if not torch.isfinite(total):
             raise FloatingPointError(f"loss is {total.item()} at step {self.progress.step}: {losses}")
@@ -150,7 +151,10 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.progress.step += 1
-        return {name: value.item() for name, value in losses.items()} | {"loss": total.item()}
+        values = {name: value.item() for name, value in losses.items()} | {"loss": total.item()}
+        if cme_labels is not None:
+            values |= cme_label_shares(cme_labels)
+        return values
 
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
@@ -248,6 +252,14 @@ def freeze_batch_norm_statistics(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.eval()
+
+
+def cme_label_shares(labels: torch.Tensor) -> dict[str, float]:
+    """Of the CME's decided frames, the shares labelled switch (1) and ignored (-1): a CME whose labels
+    are never 1 learns never to switch, so training logs them."""
+    count = labels.numel()
+    return {"cme_switch_labels": (labels == 1).sum().item() / count,
+            "cme_ignored_labels": (labels == -1).sum().item() / count}
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, cosine: bool) -> float:
