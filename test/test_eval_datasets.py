@@ -277,6 +277,9 @@ def test_synthetic_clips_exported_as_mevis_evaluate_with_and_without_the_cme(tok
                                "--device", "cpu", "--output", str(tmp_path / name), *flags]) == 0
         reports[name] = json.loads((tmp_path / name / "results.json").read_text())
     assert len(reports["cme"]["expressions"]) == len(reports["no_cme"]["expressions"]) == 2
+    # 8 frames in one clip: the CME decides on frames 5-7 (then waits out its window after a switch)
+    assert reports["cme"]["cme"]["decided"] >= 2 and reports["cme"]["cme"]["switched"] >= 1
+    assert reports["no_cme"]["cme"] == {"decided": 0, "switched": 0}
     masks = {name: [np.array(Image.open(p)) for p in sorted((tmp_path / name / "Annotations").rglob("*.png"))]
              for name in reports}
     assert any(not np.array_equal(a, b) for a, b in zip(masks["cme"], masks["no_cme"]))

@@ -54,6 +54,21 @@ class EvalJob:
 _worker: dict = {}  # per process: the job, its dataset and the model
 
 
+@dataclass(frozen=True)
+class CmeActivity:
+    """How often the CME decided and switched: what `--no-cme` takes away."""
+
+    decided: int = 0  # frames on which the CME ran
+    switched: int = 0
+
+    def __add__(self, other: "CmeActivity") -> "CmeActivity":
+        return CmeActivity(self.decided + other.decided, self.switched + other.switched)
+
+    @classmethod
+    def of(cls, results: list[TrackResult]) -> "CmeActivity":
+        return cls(sum(r.cme_probability is not None for r in results), sum(r.cme_switched for r in results))
+
+
 def run_videos(job: EvalJob, workers: int = 1) -> tuple[object, list]:
     """The dataset and, per video in its order, the task's result (see process_video)."""
     dataset = job.open_dataset()
@@ -91,7 +106,8 @@ def start_worker(job: EvalJob, devices, threads: int, dataset=None) -> None:
 
 
 def process_video(index: int):
-    """Ref-DAVIS17: {annotator: [ObjectScore]}; MeViS: [ExpressionScore] (empty without ground truth)."""
+    """Ref-DAVIS17: {annotator: [ObjectScore]}; MeViS: ([ExpressionScore] (empty without ground truth),
+    CmeActivity)."""
     job, dataset, model = _worker["job"], _worker["dataset"], _worker["model"]
     video = dataset.videos[index]
     if job.dataset == "ref-davis17":
@@ -138,20 +154,23 @@ def davis_labels(tracker: StreamTracker, video: Video, expressions) -> list[np.n
     return labels
 
 
-def predict_mevis_video(model: Samwise, job: EvalJob, dataset: Mevis, video: Video) -> list[ExpressionScore]:
+def predict_mevis_video(model: Samwise, job: EvalJob, dataset: Mevis,
+                        video: Video) -> tuple[list[ExpressionScore], CmeActivity]:
     """Binary masks per expression under OUTPUT/Annotations/<video>/<exp_id>/ (the submission layout),
-    scored against mask_dict.json when the split has it."""
+    scored against mask_dict.json when the split has it; and what the CME did."""
     tracker = StreamTracker(model, clip_length=job.clip_length, mask_threshold=job.mask_threshold,
                             use_cme=job.use_cme)
-    scores = []
+    scores, activity = [], CmeActivity()
     for expression in video.expressions:
-        masks = [result.mask for result in segment(tracker, video.frame_paths, expression.text)]
+        results = list(segment(tracker, video.frame_paths, expression.text))
+        activity += CmeActivity.of(results)
+        masks = [result.mask for result in results]
         out_dir = job.output / "Annotations" / video.name / expression.exp_id
         write_pngs(out_dir, video.frame_names, [mask.astype(np.uint8) * 255 for mask in masks])
         if dataset.has_ground_truth:
             truth = dataset.ground_truth(video, expression, masks[0].shape)
             scores.append(score_expression(video.name, expression.exp_id, expression.text, list(truth), masks))
-    return scores
+    return scores, activity
 
 
 def evaluate_refcoco(model: Samwise, dataset: RefCoco, mask_threshold: float = 0.5) -> dict:

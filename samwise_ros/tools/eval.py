@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..eval.datasets import Mevis, RefCoco
-from ..eval.inference import DATASETS, EvalJob, evaluate_refcoco, run_videos
+from ..eval.inference import DATASETS, CmeActivity, EvalJob, evaluate_refcoco, run_videos
 from ..eval.scoring import (ObjectScore, score_davis_sequence, score_expression_folders, score_mevis_folder,
                             summarize_davis, summarize_expressions)
 from ..model import Samwise
@@ -130,13 +130,16 @@ def score_video(args) -> dict:
     dataset, per_video = run_videos(job, args.workers)
     if args.dataset == "ref-davis17":
         return report_ref_davis(per_video)
-    scores = [score for video_scores in per_video for score in video_scores]
+    scores = [score for video_scores, _ in per_video for score in video_scores]
+    cme = sum((activity for _, activity in per_video), CmeActivity())
+    print(f"CME: decided on {cme.decided} frames, switched the memory on {cme.switched}"
+          + ("" if job.use_cme else " (--no-cme)"))
     if not dataset.has_ground_truth:
         print(f"{job.split} has no ground truth: masks written to {args.output / 'Annotations'}")
-        return {"dataset": args.dataset, "split": job.split, "expressions": []}
+        return {"dataset": args.dataset, "split": job.split, "cme": asdict(cme), "expressions": []}
     summary = summarize_expressions(scores)
     print_expressions(scores, summary)
-    return {"dataset": args.dataset, "split": job.split, "overall": summary,
+    return {"dataset": args.dataset, "split": job.split, "overall": summary, "cme": asdict(cme),
             "expressions": [asdict(s) for s in scores]}
 
 
