@@ -199,6 +199,20 @@ def test_training_logs_the_shares_of_switch_and_ignored_cme_labels():
     assert shares == {"cme_switch_labels": 0.25, "cme_ignored_labels": 0.125}
 
 
+def test_a_model_that_tracked_first_can_still_be_trained(fresh_tiny, tmp_path):
+    """The tracker runs under inference mode; sam2's memory attention must not cache its rotary table
+    there (a later training step could not use it)."""
+    from samwise_ros.tracker import StreamTracker
+
+    clip = SceneClips([0])[0]
+    tracker = StreamTracker(fresh_tiny.eval(), clip_length=2)
+    tracker.set_query(clip.expression)
+    for index, frame in enumerate(clip.frames[:2]):
+        tracker.push(frame, stamp=float(index))
+    values = Trainer(fresh_tiny, SceneClips([0]), TrainSettings(output=tmp_path, lr=1e-3)).step([clip])
+    assert np.isfinite(values["loss"])
+
+
 def test_learning_rate_warms_up_then_follows_the_cosine_to_zero():
     assert [lr_factor(step, 10, 2, cosine=False) for step in (0, 1, 2, 9)] == [0.5, 1.0, 1.0, 1.0]
     assert lr_factor(2, 10, 2, cosine=True) == pytest.approx(1.0)

@@ -24,7 +24,7 @@ def build_sam2_base(config: SamwiseConfig) -> nn.Module:
     from sam2.build_sam import build_sam2  # importing sam2 initialises its hydra config module
 
     # apply_postprocessing=False: the release does not use dynamic multimask-via-stability.
-    return build_sam2(
+    sam = build_sam2(
         config.sam2_config,
         ckpt_path=None,
         device="cpu",
@@ -32,6 +32,21 @@ def build_sam2_base(config: SamwiseConfig) -> nn.Module:
         hydra_overrides_extra=config.hydra_overrides(),
         apply_postprocessing=False,
     )
+    fit_rotary_tables(sam, config.image_size // sam.backbone_stride)
+    return sam
+
+
+def fit_rotary_tables(sam: nn.Module, side: int) -> None:
+    """Size the memory attention's rotary tables for `side` x `side` features now.
+
+    `sam2` builds them for 1024 px inputs and rebuilds them lazily on the first forward at another
+    size; when that forward runs under `torch.inference_mode` (a tracker) the cached table is an
+    inference tensor and any later training step fails on it."""
+    from sam2.modeling.sam.transformer import RoPEAttention
+
+    for module in sam.modules():
+        if isinstance(module, RoPEAttention) and module.freqs_cis.shape[0] != side * side:
+            module.freqs_cis = module.compute_cis(end_x=side, end_y=side).to(module.freqs_cis.device)
 
 
 class PromptTokenHook:
