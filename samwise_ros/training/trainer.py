@@ -110,16 +110,15 @@ class Trainer:
             query = self.model.tokenize(tensors.expression)
             with self._autocast():
                 outputs = self.network(tensors.frames, query, train_object_scores, self.settings.memoryless_mask_loss)
-            logits = torch.cat([out.mask_logits.float() for out in outputs]).flatten().unsqueeze(0)
-            targets = tensors.masks.flatten().unsqueeze(0)
-            focal.append(sigmoid_focal_loss(logits, targets))
-            dice.append(dice_loss(logits, targets))
+            clip_focal, clip_dice = mask_losses([out.mask_logits for out in outputs], tensors.masks)
+            focal.append(clip_focal)
+            dice.append(clip_dice)
             decided = [i for i, out in enumerate(outputs) if out.memoryless_mask_logits is not None]
             if self.settings.memoryless_mask_loss and decided:
-                decided_logits = torch.cat([outputs[i].memoryless_mask_logits.float() for i in decided])
-                decided_logits, decided_targets = decided_logits.flatten().unsqueeze(0), tensors.masks[decided].flatten().unsqueeze(0)
-                memoryless_focal.append(sigmoid_focal_loss(decided_logits, decided_targets))
-                memoryless_dice.append(dice_loss(decided_logits, decided_targets))
+                clip_focal, clip_dice = mask_losses([outputs[i].memoryless_mask_logits for i in decided],
+                                                    tensors.masks[decided])
+                memoryless_focal.append(clip_focal)
+                memoryless_dice.append(clip_dice)
             if train_object_scores:
                 scores = torch.cat([out.object_score_logits.float() for out in outputs]).flatten()
                 objectness.append(object_score_loss(scores, tensors.masks.flatten(1).any(dim=1)))
@@ -162,7 +161,7 @@ class Trainer:
     def calibrate_batch_norm(self, clips: int = BATCH_NORM_CALIBRATION_CLIPS) -> None:
         """Set every BatchNorm's running statistics to the population statistics of `clips` training
         clips under the current weights (frozen statistics train from there: see step)."""
-        norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        norms = batch_norms(self.model)
         for norm in norms:
             norm.reset_running_stats()
             norm.momentum = None  # a cumulative average
@@ -240,6 +239,17 @@ class Trainer:
         self.progress = Progress(state["epoch"], state["step"], list(state["history"]))
 
 
+def mask_losses(frame_logits: list[torch.Tensor], masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Focal and dice of one clip: frame_logits [1, 1, h, w] each, masks [T, h, w], as one row."""
+    logits = torch.cat([frame.float() for frame in frame_logits]).flatten().unsqueeze(0)
+    targets = masks.flatten().unsqueeze(0)
+    return sigmoid_focal_loss(logits, targets), dice_loss(logits, targets)
+
+
+def batch_norms(model: nn.Module) -> list[nn.Module]:
+    return [module for module in model.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
+
+
 def freeze_batch_norm_statistics(model: nn.Module) -> None:
     """BatchNorm layers normalise with their running statistics while training, as at inference.
 
@@ -249,9 +259,8 @@ def freeze_batch_norm_statistics(model: nn.Module) -> None:
     statistics and almost none with running ones, even recalibrated). With the statistics frozen,
     training optimises what inference runs.
     The release's fine-tuning keeps PyTorch's default (its adapters sit on pre-trained SAM2 features)."""
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.eval()
+    for norm in batch_norms(model):
+        norm.eval()
 
 
 def cme_label_shares(labels: torch.Tensor) -> dict[str, float]:
@@ -290,17 +299,25 @@ def append_csv(path: Path, row: dict) -> None:
     """Append `row`; a row with columns the file lacks (a loss added on resuming) rewrites the file
     with the union of the columns, earlier rows leaving the new ones empty."""
     row = {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
-    rows = read_csv(path)
-    columns = list(rows[0]) if rows else []
-    if rows and set(row) <= set(columns):
+    columns = read_header(path)
+    if columns and set(row) <= set(columns):
         with open(path, "a", newline="") as handle:
             csv.DictWriter(handle, fieldnames=columns).writerow(row)
         return
+    rows = read_csv(path)
     columns += [name for name in row if name not in columns]
     with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows([*rows, row])
+
+
+def read_header(path: Path) -> list[str]:
+    """The column names of a CSV log (empty when there is none): appending reads nothing more."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as handle:
+        return next(csv.reader(handle), [])
 
 
 def read_csv(path: Path) -> list[dict]:
