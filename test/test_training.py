@@ -9,7 +9,8 @@ import torch
 from samwise_ros import Samwise, SamwiseConfig
 from samwise_ros.data.synthetic import demo_scene
 from samwise_ros.training.losses import cme_loss, dice_loss, object_score_loss, sigmoid_focal_loss
-from samwise_ros.training.trainer import TrainSettings, Trainer, append_csv, cme_label_shares, lr_factor, read_csv
+from samwise_ros.training.trainer import (TrainSettings, Trainer, append_csv, cme_label_shares, distributed_backend,
+                                         lr_factor, read_csv)
 
 
 @dataclass
@@ -244,15 +245,21 @@ def test_cli_runs_under_torchrun_with_two_gloo_processes(tmp_path):
     import sys
 
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "samwise_ros.tools.train", "--data", "synthetic", "--train-size", "4", "--eval-size", "1",
-               "--clip-length", "6", "--frame-size", "60", "80", "--epochs", "1", "--batch-size", "1",
+               "-m", "samwise_ros.tools.train", "--data", "synthetic", "--train-size", "8", "--eval-size", "1",
+               "--clip-length", "6", "--frame-size", "60", "80", "--epochs", "1", "--batch-size", "2",
                "--from-scratch", "--lr", "1e-3", "--device", "cpu", "--output", str(tmp_path)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     with open(tmp_path / "epochs.csv") as handle:
         (row,) = list(csv.DictReader(handle))
-    assert int(row["step"]) == 2  # 4 clips shared by 2 ranks, one clip per step
+    assert int(row["step"]) == 2  # 8 clips shared by 2 ranks, two clips per step (one DDP forward each)
     assert 0.0 <= float(row["eval_JF"]) <= 1.0
     assert row["eval_JF_appearance"] == row["eval_JF"] and "eval_JF_time" not in row  # 1 held-out clip: one kind
     assert (tmp_path / "last" / "model.safetensors").is_file() and (tmp_path / "curves.png").is_file()
+
+
+def test_processes_share_a_gpu_over_gloo_and_own_gpus_over_nccl():
+    assert distributed_backend(world_size=2, gpus=0) == "gloo"
+    assert distributed_backend(world_size=4, gpus=1) == "gloo"  # NCCL refuses two ranks on one device
+    assert distributed_backend(world_size=2, gpus=2) == "nccl"

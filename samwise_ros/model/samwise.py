@@ -442,7 +442,7 @@ class Samwise(nn.Module):
 
     def forward(self, frames: Tensor, query: TextQuery, train_object_scores: bool = False,
                 train_memoryless: bool = False) -> list[TrainFrameOutput]:
-        """The module's forward is the training forward (DistributedDataParallel wraps `forward`);
+        """The module's forward is the training forward (the trainer's BatchLosses calls it under DDP);
         inference goes through `forward_clip`, which carries the stream's memory."""
         return self.forward_train(frames, query, train_object_scores, train_memoryless)
 

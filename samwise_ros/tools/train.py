@@ -63,6 +63,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     training.add_argument("--clip-max-norm", type=float, default=1.0)
     training.add_argument("--workers", type=int, default=0, help="data-loading processes")
     training.add_argument("--device", default="auto")
+    training.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
+                          help="on CUDA: bf16 autocast (the release's) or plain float32")
     training.add_argument("--seed", type=int, default=0)
     training.add_argument("--output", type=Path, default=Path("runs/samwise"))
     training.add_argument("--resume", action="store_true", help="continue from OUTPUT/last")
@@ -140,7 +142,7 @@ def main(argv=None) -> int:
     settings = TrainSettings(output=args.output, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                              clip_max_norm=args.clip_max_norm, from_scratch=args.from_scratch, seed=args.seed,
                              workers=args.workers, warmup_steps=args.warmup_steps, cosine=args.cosine,
-                             memoryless_mask_loss=args.memoryless_mask_loss)
+                             memoryless_mask_loss=args.memoryless_mask_loss, precision=args.precision)
     trainer = Trainer(model, build_dataset(args, args.seed, args.train_size), settings, evaluate, text_loss)
     if args.resume:
         trainer.resume(args.output / LAST)

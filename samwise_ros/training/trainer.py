@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
@@ -26,6 +27,9 @@ from .losses import cme_loss, dice_loss, object_score_loss, sigmoid_focal_loss
 STATE_FILE = "training_state.pt"
 BATCH_NORM_CALIBRATION_CLIPS = 32
 LAST = "last"
+# Without cuDNN: its attention backward returned NaN in SAM2's mask decoder under bf16 autocast (H100,
+# torch 2.11, the demo model) while its forward was fine; the other kernels are exact.
+TRAINING_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 @dataclass
@@ -44,6 +48,7 @@ class TrainSettings:
     # focal + dice on the memory-less decodings the CME compares against (not in the release's recipe:
     # its memory-less path comes trained with SAM2; from scratch it is otherwise trained on first frames only)
     memoryless_mask_loss: bool = False
+    precision: str = "bf16"  # on CUDA: "bf16" autocast (the release's) or "fp32"; the CPU always computes fp32
 
 
 @dataclass
@@ -55,6 +60,61 @@ class Progress:
 
 def collate_list(items):
     return list(items)
+
+
+class BatchLosses(nn.Module):
+    """A step's forward: every clip of the batch through the model, and the losses.
+
+    One module, called once per step, is what DistributedDataParallel wraps: called once per clip it
+    re-broadcast the BatchNorm buffers between clips of one step, under tensors the previous clip had
+    saved for backward (seen on a GPU), and an auxiliary text loss outside it never synced its gradients."""
+
+    def __init__(self, model: Samwise, text_loss: nn.Module | None, train_object_scores: bool,
+                 memoryless_mask_loss: bool, autocast: Callable):
+        super().__init__()
+        self.model = model
+        self.text_loss = text_loss
+        self.train_object_scores = train_object_scores
+        self.memoryless_mask_loss = memoryless_mask_loss
+        self.autocast = autocast
+
+    def forward(self, batch) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """Mean focal and dice over the batch's clips, the CME loss over its decided frames and, from
+        scratch, SAM2's object-score loss (is the object in the frame?); optionally focal and dice on
+        the memory-less decodings. Also the CME's labels of the batch (None without decided frames)."""
+        focal, dice, objectness, cme_logits, cme_labels = [], [], [], [], []
+        memoryless_focal, memoryless_dice = [], []
+        device = self.model.device
+        for clip in batch:
+            tensors = clip_tensors(clip.frames, clip.masks, clip.expression, self.model.image_size, device)
+            query = self.model.tokenize(tensors.expression)
+            with self.autocast(), sdpa_kernel(TRAINING_ATTENTION):
+                outputs = self.model(tensors.frames, query, self.train_object_scores, self.memoryless_mask_loss)
+            clip_focal, clip_dice = mask_losses([out.mask_logits for out in outputs], tensors.masks)
+            focal.append(clip_focal)
+            dice.append(clip_dice)
+            decided = [i for i, out in enumerate(outputs) if out.memoryless_mask_logits is not None]
+            if self.memoryless_mask_loss and decided:
+                clip_focal, clip_dice = mask_losses([outputs[i].memoryless_mask_logits for i in decided],
+                                                    tensors.masks[decided])
+                memoryless_focal.append(clip_focal)
+                memoryless_dice.append(clip_dice)
+            if self.train_object_scores:
+                scores = torch.cat([out.object_score_logits.float() for out in outputs]).flatten()
+                objectness.append(object_score_loss(scores, tensors.masks.flatten(1).any(dim=1)))
+            cme_logits += [out.cme_logits for out in outputs if out.cme_logits is not None]
+            cme_labels += [out.cme_label for out in outputs if out.cme_label is not None]
+        losses = {"loss_mask": torch.stack(focal).mean(), "loss_dice": torch.stack(dice).mean()}
+        if self.text_loss is not None:
+            losses["loss_text"] = self.text_loss(self.model, [clip.expression for clip in batch])
+        if objectness:
+            losses["loss_object"] = torch.stack(objectness).mean()
+        if memoryless_focal:
+            losses["loss_memoryless"] = torch.stack(memoryless_focal).mean() + torch.stack(memoryless_dice).mean()
+        labels = torch.cat(cme_labels).to(device) if cme_labels else None
+        if cme_logits:
+            losses["loss_cme"] = cme_loss(torch.cat([logits.float() for logits in cme_logits]), labels)
+        return losses, labels
 
 
 class Trainer:
@@ -72,14 +132,15 @@ class Trainer:
         else:
             model.freeze_for_training()
         # text_loss(model, texts) -> loss: an auxiliary loss on the expressions (its own parameters train too)
-        self.text_loss = text_loss
         self.parameters = [p for p in model.parameters() if p.requires_grad]
         if text_loss is not None:
             self.parameters += list(text_loss.parameters())
         self.optimizer = torch.optim.AdamW(self.parameters, lr=settings.lr, weight_decay=0.0)
+        batch_losses = BatchLosses(model, text_loss, train_object_scores=settings.from_scratch,
+                                   memoryless_mask_loss=settings.memoryless_mask_loss, autocast=self._autocast)
         # the CME is unused on clips shorter than its window (image data): hence find_unused_parameters
-        self.network = (DistributedDataParallel(model, find_unused_parameters=True)
-                        if self.world_size > 1 else model)
+        self.network = (DistributedDataParallel(batch_losses, find_unused_parameters=True)
+                        if self.world_size > 1 else batch_losses)
         self.sampler = DistributedSampler(dataset, shuffle=True, seed=settings.seed) if self.world_size > 1 else None
         generator = torch.Generator().manual_seed(settings.seed)
         self.loader = DataLoader(dataset, batch_size=settings.batch_size, shuffle=self.sampler is None,
@@ -98,49 +159,11 @@ class Trainer:
 
     # ---- one step ---------------------------------------------------------------------------
 
-    def losses(self, batch) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-        """Mean focal and dice over the batch's clips, the CME loss over its decided frames and, from
-        scratch, SAM2's object-score loss (is the object in the frame?); optionally focal and dice on
-        the memory-less decodings. Also the CME's labels of the batch (None without decided frames)."""
-        focal, dice, objectness, cme_logits, cme_labels = [], [], [], [], []
-        memoryless_focal, memoryless_dice = [], []
-        train_object_scores = self.settings.from_scratch
-        for clip in batch:
-            tensors = clip_tensors(clip.frames, clip.masks, clip.expression, self.model.image_size, self.device)
-            query = self.model.tokenize(tensors.expression)
-            with self._autocast():
-                outputs = self.network(tensors.frames, query, train_object_scores, self.settings.memoryless_mask_loss)
-            clip_focal, clip_dice = mask_losses([out.mask_logits for out in outputs], tensors.masks)
-            focal.append(clip_focal)
-            dice.append(clip_dice)
-            decided = [i for i, out in enumerate(outputs) if out.memoryless_mask_logits is not None]
-            if self.settings.memoryless_mask_loss and decided:
-                clip_focal, clip_dice = mask_losses([outputs[i].memoryless_mask_logits for i in decided],
-                                                    tensors.masks[decided])
-                memoryless_focal.append(clip_focal)
-                memoryless_dice.append(clip_dice)
-            if train_object_scores:
-                scores = torch.cat([out.object_score_logits.float() for out in outputs]).flatten()
-                objectness.append(object_score_loss(scores, tensors.masks.flatten(1).any(dim=1)))
-            cme_logits += [out.cme_logits for out in outputs if out.cme_logits is not None]
-            cme_labels += [out.cme_label for out in outputs if out.cme_label is not None]
-        losses = {"loss_mask": torch.stack(focal).mean(), "loss_dice": torch.stack(dice).mean()}
-        if self.text_loss is not None:
-            losses["loss_text"] = self.text_loss(self.model, [clip.expression for clip in batch])
-        if objectness:
-            losses["loss_object"] = torch.stack(objectness).mean()
-        if memoryless_focal:
-            losses["loss_memoryless"] = torch.stack(memoryless_focal).mean() + torch.stack(memoryless_dice).mean()
-        labels = torch.cat(cme_labels).to(self.device) if cme_labels else None
-        if cme_logits:
-            losses["loss_cme"] = cme_loss(torch.cat(cme_logits), labels)
-        return losses, labels
-
     def step(self, batch) -> dict[str, float]:
         self.network.train()
         if self.settings.from_scratch:
             freeze_batch_norm_statistics(self.model)
-        losses, cme_labels = self.losses(batch)
+        losses, cme_labels = self.network(batch)
         total = sum(losses.values())
         if not torch.isfinite(total):
             raise FloatingPointError(f"loss is {total.item()} at step {self.progress.step}: {losses}")
@@ -156,7 +179,8 @@ class Trainer:
         return values
 
     def _autocast(self):
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        enabled = self.device.type == "cuda" and self.settings.precision == "bf16"
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled)
 
     def calibrate_batch_norm(self, clips: int = BATCH_NORM_CALIBRATION_CLIPS) -> None:
         """Set every BatchNorm's running statistics to the population statistics of `clips` training
@@ -285,9 +309,15 @@ def init_distributed() -> tuple[int, int]:
     """(rank, world size): torchrun's environment when present, else a single process."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
+        dist.init_process_group(distributed_backend(world_size, torch.cuda.device_count()))
     return (dist.get_rank(), world_size) if world_size > 1 else (0, 1)
+
+
+def distributed_backend(world_size: int, gpus: int) -> str:
+    """NCCL when every process has a GPU of its own; gloo on CPUs and for several processes sharing a
+    GPU (NCCL refuses two ranks on one device; a tiny model leaves a GPU idle between one process's
+    small kernels, so several processes per GPU train faster)."""
+    return "nccl" if gpus >= world_size else "gloo"
 
 
 def barrier(world_size: int) -> None:
