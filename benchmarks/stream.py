@@ -46,7 +46,7 @@ def median_time_per_frame(step_times: list[float], clip: int) -> float:
 def run_mode(model: Samwise, mode: str, frames: list[np.ndarray], count: int, device: torch.device) -> dict:
     tracker = StreamTracker(model, mode=mode)
     tracker.set_query(demo_scene().expression)
-    pushed_at, latencies, step_times, rss = {}, [], [], {}
+    pushed_at, latencies, step_times, rss, gpu = {}, [], [], {}, {}
     started = time.perf_counter()
     for index in range(count):
         frame = frames[index % len(frames)]
@@ -61,6 +61,8 @@ def run_mode(model: Samwise, mode: str, frames: list[np.ndarray], count: int, de
             latencies.append(now - pushed_at.pop(result.frame_index))
         if index + 1 in CHECKPOINTS or index + 1 == count:
             rss[index + 1] = resident_mib()
+            if device.type == "cuda":
+                gpu[index + 1] = torch.cuda.memory_allocated(device) / 2**20
     elapsed = time.perf_counter() - started
     clip = 1 if mode == "frame" else tracker.clip_length
     end = count - count % clip
@@ -72,6 +74,7 @@ def run_mode(model: Samwise, mode: str, frames: list[np.ndarray], count: int, de
         "latency_p95_ms": 1000 * float(np.percentile(latencies, 95)),
         "fps": count / elapsed,
         "rss_mib": rss,
+        "gpu_mib": gpu,
         "time_early_ms": 1000 * early,
         "time_late_ms": 1000 * late,
         "memory_bank": tracker.memory_size,
@@ -118,7 +121,8 @@ def main() -> int:
         print(f"[{mode}] time per frame, frames 96-495: {stats['time_early_ms']:.2f} ms, last 400: "
               f"{stats['time_late_ms']:.2f} ms; drift {time_drift:+.2f}% ({'ok' if abs(time_drift) <= 5 else 'OVER 5%'})")
         if device.type == "cuda":
-            print(f"[{mode}] peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB")
+            print(f"[{mode}] GPU memory allocated MiB " + ", ".join(f"@{k}: {v:.1f}" for k, v in sorted(stats["gpu_mib"].items()))
+                  + f"; peak {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB")
     return 0
 
 
