@@ -1,5 +1,8 @@
 """StreamTracker: clip/frame modes, bounded memory, CME events, resets and odd inputs."""
 
+import gc
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -77,6 +80,32 @@ def test_memory_bank_stays_bounded_and_resets(tiny_model, mode):
     assert tracker.memory_size <= 1
     tracker.set_query("a small green square")
     assert tracker.memory_size == 0 and tracker.pending_frames == 0
+
+
+def live_tensors() -> tuple[int, int]:
+    """(count, bytes) of the distinct tensor storages Python holds, parameters excluded."""
+    gc.collect()
+    storages = {}
+    with warnings.catch_warnings():  # isinstance on torch's deprecated module attributes warns
+        warnings.simplefilter("ignore", FutureWarning)
+        for obj in gc.get_objects():
+            if isinstance(obj, torch.Tensor) and not isinstance(obj, torch.nn.Parameter):
+                storage = obj.untyped_storage()
+                storages[storage.data_ptr()] = storage.nbytes()
+    return len(storages), sum(storages.values())
+
+
+@pytest.mark.parametrize("mode", ["clip", "frame"])
+def test_a_long_stream_holds_the_same_tensors_at_frame_80_and_160(tiny_model, mode):
+    tracker = StreamTracker(tiny_model, clip_length=4, mode=mode)
+    tracker.set_query(QUERY)
+    frames = video(2, 40, 56)
+    held = {}
+    for i in range(160):
+        tracker.push(frames[i % 2], stamp=float(i))
+        if i + 1 in (80, 160):
+            held[i + 1] = live_tensors()
+    assert held[160] == held[80]
 
 
 def test_frame_mode_returns_one_result_per_frame(tiny_model):
