@@ -34,7 +34,7 @@ def demo_frames(count: int) -> list[np.ndarray]:
 
 def stream_outputs(model: Samwise, frames: list[np.ndarray], precision: str = "fp32") -> dict[str, np.ndarray]:
     """Mask logits, object scores and CME logits of a stream in clips of 4 (the second clip reads the
-    memory; the CME decides on frames 5-6)."""
+    memory; the CME decides on frames past its first window)."""
     device = model.device
     query = model.tokenize(demo_scene().expression)
     pixels = torch.stack([preprocess_frame(frame, model.image_size, device)[0] for frame in frames])
@@ -44,10 +44,13 @@ def stream_outputs(model: Samwise, frames: list[np.ndarray], precision: str = "f
         outputs = [out for start in range(0, len(frames), 4)
                    for out in model.forward_clip(pixels[start:start + 4], query,
                                                  range(start, min(start + 4, len(frames))), memory)]
-    as_array = lambda tensors: torch.cat([t.float().flatten() for t in tensors]).cpu().numpy()  # noqa: E731
     return {"masks": as_array([out.low_res_logits for out in outputs]),
             "object_scores": as_array([out.object_score_logits for out in outputs]),
             "cme": as_array([out.cme_logits for out in outputs if out.cme_logits is not None])}
+
+
+def as_array(tensors: list[torch.Tensor]) -> np.ndarray:
+    return torch.cat([tensor.float().flatten() for tensor in tensors]).cpu().numpy()
 
 
 def relative_error(value: np.ndarray, reference: np.ndarray) -> float:
