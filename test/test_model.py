@@ -233,3 +233,24 @@ def test_training_forward_trains_only_the_release_modules_on_ungated_masks(token
     loss.backward()
     with_grad = {name for name, p in model.named_parameters() if p.grad is not None}
     assert with_grad == set(model.trainable_parameter_names()) - {"cme.block.norm2.weight", "cme.block.norm2.bias"}
+
+
+def test_training_forward_continues_a_stream_as_inference_does(tokenizer):
+    """forward_train on frames 4-7 after forward_clip filled the memory with frames 0-3 segments what
+    the inference forward segments there (object forced present: no gating, CME off)."""
+    torch.manual_seed(0)
+    model = Samwise(SamwiseConfig.tiny(vocab_size=len(tokenizer)), tokenizer=tokenizer).eval()
+    with torch.no_grad():
+        model.sam.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(100.0)
+    frames, query = torch.randn(8, 3, 128, 96), model.tokenize("the red ball")
+    with torch.no_grad():
+        history, inference_memory = model.new_stream_memory(), model.new_stream_memory()
+        model.forward_clip(frames[:4], query, range(4), history, use_cme=False)
+        model.forward_clip(frames[:4], query, range(4), inference_memory, use_cme=False)
+        trained = model.forward_train(frames[4:], query, memory=history, first_index=4)
+        inferred = model.forward_clip(frames[4:], query, range(4, 8), inference_memory, use_cme=False)
+        fresh = model.forward_train(frames[4:], query)
+    for train_out, infer_out in zip(trained, inferred):
+        expected = model.postprocess_logits(infer_out.low_res_logits, (128, 96), (128, 96))
+        torch.testing.assert_close(train_out.mask_logits, expected, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(trained[0].mask_logits, fresh[0].mask_logits)  # the history was read

@@ -263,3 +263,37 @@ def test_processes_share_a_gpu_over_gloo_and_own_gpus_over_nccl():
     assert distributed_backend(world_size=2, gpus=0) == "gloo"
     assert distributed_backend(world_size=4, gpus=1) == "gloo"  # NCCL refuses two ranks on one device
     assert distributed_backend(world_size=2, gpus=2) == "nccl"
+
+
+def test_with_history_clips_only_the_last_clip_is_trained_on(fresh_tiny, tmp_path):
+    """Streams of 2 clips of 3: the first fills the memory; its masks must not change the losses, the
+    last clip's must."""
+    settings = TrainSettings(output=tmp_path, batch_size=1, from_scratch=True, history_clips=1)
+    trainer = Trainer(fresh_tiny, SceneClips([0], length=6), settings)
+    stream = SceneClips([0], length=6)[0]
+
+    def losses_with(masks):
+        torch.manual_seed(0)
+        with torch.no_grad():
+            losses, _ = trainer.network([Clip(stream.frames, masks, stream.expression)])
+        return {name: value.item() for name, value in losses.items()}
+
+    reference = losses_with(stream.masks)
+    history_blanked = stream.masks.copy()
+    history_blanked[:3] = False
+    last_blanked = stream.masks.copy()
+    last_blanked[3:] = False
+    assert losses_with(history_blanked) == reference
+    assert losses_with(last_blanked)["loss_dice"] != reference["loss_dice"]
+
+
+def test_cli_trains_on_streams_of_clips(tmp_path):
+    from samwise_ros.tools.train import main
+
+    assert main(["--data", "synthetic", "--config", "tiny", "--from-scratch", "--history-clips", "1",
+                 "--clip-length", "3", "--train-size", "2", "--eval-size", "0", "--frame-size", "48", "64",
+                 "--epochs", "1", "--batch-size", "1", "--device", "cpu", "--output", str(tmp_path)]) == 0
+    (row,) = read_csv(tmp_path / "epochs.csv")
+    assert int(row["step"]) == 2 and float(row["loss"]) > 0
+    with pytest.raises(SystemExit):
+        main(["--data", "refcoco", "--data-root", str(tmp_path), "--history-clips", "1", "--config", "tiny"])

@@ -441,27 +441,31 @@ class Samwise(nn.Module):
         return outputs
 
     def forward(self, frames: Tensor, query: TextQuery, train_object_scores: bool = False,
-                train_memoryless: bool = False) -> list[TrainFrameOutput]:
+                train_memoryless: bool = False, memory: StreamMemory | None = None,
+                first_index: int = 0) -> list[TrainFrameOutput]:
         """The module's forward is the training forward (the trainer's BatchLosses calls it under DDP);
         inference goes through `forward_clip`, which carries the stream's memory."""
-        return self.forward_train(frames, query, train_object_scores, train_memoryless)
+        return self.forward_train(frames, query, train_object_scores, train_memoryless, memory, first_index)
 
     def forward_train(self, frames: Tensor, query: TextQuery, train_object_scores: bool = False,
-                      train_memoryless: bool = False) -> list[TrainFrameOutput]:
+                      train_memoryless: bool = False, memory: StreamMemory | None = None,
+                      first_index: int = 0) -> list[TrainFrameOutput]:
         """The release's training forward on one clip: a fresh memory and clip-relative frame indices,
         the CME evaluated where its window allows but never applied, with its self-supervised label
         (1: the memory path and the memory-less path segment different objects). `train_object_scores`
         keeps the object scores' graph, for a model whose SAM2 is trained too (from scratch);
-        `train_memoryless` the memory-less masks' graph, for a loss on them."""
+        `train_memoryless` the memory-less masks' graph, for a loss on them. A `memory` filled by
+        `forward_clip` with the stream's earlier frames continues that stream from `first_index`."""
         features = self.encode_clip(frames, query)
-        memory = self.new_stream_memory()
+        memory = self.new_stream_memory() if memory is None else memory
         resized_hw = tuple(frames.shape[-2:])
         outputs = []
         for index in range(frames.shape[0]):
-            decoded = self.decode_with_memory(features, index, index, memory)
+            frame_index = first_index + index
+            decoded = self.decode_with_memory(features, index, frame_index, memory)
             masks = self.postprocess_logits(decoded.low_res_logits, resized_hw, resized_hw)
             cme_logits = cme_label = memoryless_masks = None
-            if self.config.use_cme and cme_window_open(index, 0, self.config.cme_decision_window):
+            if self.config.use_cme and cme_window_open(frame_index, 0, self.config.cme_decision_window):
                 memoryless = self.decode_without_memory(features, index)
                 cme_logits = self.cme(decoded.obj_ptr.detach(), memoryless.early_obj_ptr.detach())
                 memoryless_masks = self.postprocess_logits(memoryless.low_res_logits, resized_hw, resized_hw)
@@ -469,7 +473,7 @@ class Samwise(nn.Module):
                                                memoryless.object_score_logits.detach())
                 if not train_memoryless:
                     memoryless_masks = memoryless_masks.detach()
-            memory.bank.add(index, self.encode_memory(features, index, decoded.high_res_logits, decoded))
+            memory.bank.add(frame_index, self.encode_memory(features, index, decoded.high_res_logits, decoded))
             object_scores = decoded.object_score_logits if train_object_scores else decoded.object_score_logits.detach()
             outputs.append(TrainFrameOutput(masks, object_scores, cme_logits, cme_label, memoryless_masks))
         return outputs

@@ -36,6 +36,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     data.add_argument("--data-root", type=Path, help="dataset folder (not for synthetic)")
     data.add_argument("--refcoco-dataset", default="refcoco", help="refcoco, refcoco+ or refcocog")
     data.add_argument("--clip-length", type=int, default=8, help="T frames per training clip")
+    data.add_argument("--history-clips", type=int, default=0, metavar="K",
+                      help="train on streams: K earlier clips fill the memory (no gradients), the losses "
+                           "are on the clip after them (video data)")
     data.add_argument("--train-size", type=int, default=2000, help="synthetic clips per epoch")
     data.add_argument("--eval-size", type=int, default=24, help="held-out synthetic clips scored each epoch")
     data.add_argument("--kinds", nargs="+", default=list(KINDS), help="synthetic expression kinds")
@@ -69,26 +72,33 @@ def parse_args(argv=None) -> argparse.Namespace:
     training.add_argument("--output", type=Path, default=Path("runs/samwise"))
     training.add_argument("--resume", action="store_true", help="continue from OUTPUT/last")
     args = parser.parse_args(argv)
+    if args.history_clips < 0 or (args.history_clips and args.data == "refcoco"):
+        parser.error("--history-clips takes K >= 0 earlier clips of video data (not refcoco's images)")
     for flag, used in (("--pretrain-text", args.pretrain_text), ("--prompt-attribute-loss", args.prompt_attribute_loss)):
         if used and (args.data != "synthetic" or not args.from_scratch):  # they know the synthetic expressions only
             parser.error(f"{flag} is for --from-scratch training on --data synthetic")
     return args
 
 
+def stream_length(args: argparse.Namespace) -> int:
+    """Frames per training sample: the trained clip and the clips before it."""
+    return args.clip_length * (args.history_clips + 1)
+
+
 def build_dataset(args: argparse.Namespace, seed: int, length: int):
     if args.data == "synthetic":
-        return SyntheticReferringVideos(length=length, frames=args.clip_length, size=tuple(args.frame_size),
+        return SyntheticReferringVideos(length=length, frames=stream_length(args), size=tuple(args.frame_size),
                                         kinds=tuple(args.kinds), seed=seed)
     if args.data_root is None:
         raise SystemExit(f"--data {args.data} needs --data-root")
     if args.data == "ytvos":
         from ..data.refvos import RefYouTubeVOS
 
-        return RefYouTubeVOS(args.data_root, frames=args.clip_length, seed=seed)
+        return RefYouTubeVOS(args.data_root, frames=stream_length(args), seed=seed)
     if args.data == "mevis":
         from ..data.refvos import MeViS
 
-        return MeViS(args.data_root, frames=args.clip_length, seed=seed)
+        return MeViS(args.data_root, frames=stream_length(args), seed=seed)
     from ..data.refcoco import RefCOCO
 
     return RefCOCO.from_root(args.data_root, dataset=args.refcoco_dataset, split="train")
@@ -142,7 +152,8 @@ def main(argv=None) -> int:
     settings = TrainSettings(output=args.output, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                              clip_max_norm=args.clip_max_norm, from_scratch=args.from_scratch, seed=args.seed,
                              workers=args.workers, warmup_steps=args.warmup_steps, cosine=args.cosine,
-                             memoryless_mask_loss=args.memoryless_mask_loss, precision=args.precision)
+                             memoryless_mask_loss=args.memoryless_mask_loss, precision=args.precision,
+                             history_clips=args.history_clips)
     trainer = Trainer(model, build_dataset(args, args.seed, args.train_size), settings, evaluate, text_loss)
     if args.resume:
         trainer.resume(args.output / LAST)

@@ -21,6 +21,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from ..model import Samwise
+from ..model.memory import StreamMemory
 from .batches import clip_tensors
 from .losses import cme_loss, dice_loss, object_score_loss, sigmoid_focal_loss
 
@@ -49,6 +50,10 @@ class TrainSettings:
     # its memory-less path comes trained with SAM2; from scratch it is otherwise trained on first frames only)
     memoryless_mask_loss: bool = False
     precision: str = "bf16"  # on CUDA: "bf16" autocast (the release's) or "fp32"; the CPU always computes fp32
+    # streams instead of clips: each sample holds history_clips + 1 clips; the earlier ones run through
+    # the inference forward without gradients to fill the memory, the losses are on the last one
+    # (single clips never need the memory, so a model trained from scratch on them ignores it)
+    history_clips: int = 0
 
 
 @dataclass
@@ -70,13 +75,14 @@ class BatchLosses(nn.Module):
     saved for backward (seen on a GPU), and an auxiliary text loss outside it never synced its gradients."""
 
     def __init__(self, model: Samwise, text_loss: nn.Module | None, train_object_scores: bool,
-                 memoryless_mask_loss: bool, autocast: Callable):
+                 memoryless_mask_loss: bool, autocast: Callable, history_clips: int = 0):
         super().__init__()
         self.model = model
         self.text_loss = text_loss
         self.train_object_scores = train_object_scores
         self.memoryless_mask_loss = memoryless_mask_loss
         self.autocast = autocast
+        self.history_clips = history_clips
 
     def forward(self, batch) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
         """Mean focal and dice over the batch's clips, the CME loss over its decided frames and, from
@@ -88,20 +94,28 @@ class BatchLosses(nn.Module):
         for clip in batch:
             tensors = clip_tensors(clip.frames, clip.masks, clip.expression, self.model.image_size, device)
             query = self.model.tokenize(tensors.expression)
+            frames, masks = tensors.frames, tensors.masks
+            memory, first_index = None, 0
+            if self.history_clips:
+                clip_length = frames.shape[0] // (self.history_clips + 1)
+                first_index = clip_length * self.history_clips
+                memory = self.history_memory(frames[:first_index], query, clip_length)
+                frames, masks = frames[first_index:], masks[first_index:]
             with self.autocast(), sdpa_kernel(TRAINING_ATTENTION):
-                outputs = self.model(tensors.frames, query, self.train_object_scores, self.memoryless_mask_loss)
-            clip_focal, clip_dice = mask_losses([out.mask_logits for out in outputs], tensors.masks)
+                outputs = self.model(frames, query, self.train_object_scores, self.memoryless_mask_loss,
+                                     memory, first_index)
+            clip_focal, clip_dice = mask_losses([out.mask_logits for out in outputs], masks)
             focal.append(clip_focal)
             dice.append(clip_dice)
             decided = [i for i, out in enumerate(outputs) if out.memoryless_mask_logits is not None]
             if self.memoryless_mask_loss and decided:
                 clip_focal, clip_dice = mask_losses([outputs[i].memoryless_mask_logits for i in decided],
-                                                    tensors.masks[decided])
+                                                    masks[decided])
                 memoryless_focal.append(clip_focal)
                 memoryless_dice.append(clip_dice)
             if self.train_object_scores:
                 scores = torch.cat([out.object_score_logits.float() for out in outputs]).flatten()
-                objectness.append(object_score_loss(scores, tensors.masks.flatten(1).any(dim=1)))
+                objectness.append(object_score_loss(scores, masks.flatten(1).any(dim=1)))
             cme_logits += [out.cme_logits for out in outputs if out.cme_logits is not None]
             cme_labels += [out.cme_label for out in outputs if out.cme_label is not None]
         losses = {"loss_mask": torch.stack(focal).mean(), "loss_dice": torch.stack(dice).mean()}
@@ -115,6 +129,16 @@ class BatchLosses(nn.Module):
         if cme_logits:
             losses["loss_cme"] = cme_loss(torch.cat([logits.float() for logits in cme_logits]), labels)
         return losses, labels
+
+    def history_memory(self, frames: torch.Tensor, query, clip_length: int) -> StreamMemory:
+        """The stream's earlier clips through the inference forward, without gradients: the memory the
+        trained clip starts from."""
+        memory = self.model.new_stream_memory()
+        with torch.no_grad(), self.autocast():
+            for start in range(0, frames.shape[0], clip_length):
+                self.model.forward_clip(frames[start:start + clip_length], query,
+                                        range(start, start + clip_length), memory)
+        return memory
 
 
 class Trainer:
@@ -137,7 +161,8 @@ class Trainer:
             self.parameters += list(text_loss.parameters())
         self.optimizer = torch.optim.AdamW(self.parameters, lr=settings.lr, weight_decay=0.0)
         batch_losses = BatchLosses(model, text_loss, train_object_scores=settings.from_scratch,
-                                   memoryless_mask_loss=settings.memoryless_mask_loss, autocast=self._autocast)
+                                   memoryless_mask_loss=settings.memoryless_mask_loss, autocast=self._autocast,
+                                   history_clips=settings.history_clips)
         # the CME is unused on clips shorter than its window (image data): hence find_unused_parameters
         self.network = (DistributedDataParallel(batch_losses, find_unused_parameters=True)
                         if self.world_size > 1 else batch_losses)
