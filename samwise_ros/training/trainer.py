@@ -94,13 +94,7 @@ class BatchLosses(nn.Module):
         for clip in batch:
             tensors = clip_tensors(clip.frames, clip.masks, clip.expression, self.model.image_size, device)
             query = self.model.tokenize(tensors.expression)
-            frames, masks = tensors.frames, tensors.masks
-            memory, first_index = None, 0
-            if self.history_clips:
-                clip_length = frames.shape[0] // (self.history_clips + 1)
-                first_index = clip_length * self.history_clips
-                memory = self.history_memory(frames[:first_index], query, clip_length)
-                frames, masks = frames[first_index:], masks[first_index:]
+            frames, masks, memory, first_index = self.clip_to_train(tensors.frames, tensors.masks, query)
             with self.autocast(), sdpa_kernel(TRAINING_ATTENTION):
                 outputs = self.model(frames, query, self.train_object_scores, self.memoryless_mask_loss,
                                      memory, first_index)
@@ -129,6 +123,16 @@ class BatchLosses(nn.Module):
         if cme_logits:
             losses["loss_cme"] = cme_loss(torch.cat([logits.float() for logits in cme_logits]), labels)
         return losses, labels
+
+    def clip_to_train(self, frames: torch.Tensor, masks: torch.Tensor, query):
+        """(frames, masks, memory, first frame index) of the clip the losses are on: the whole sample
+        with a fresh memory, or with history clips the last clip and the memory the others leave."""
+        if not self.history_clips:
+            return frames, masks, None, 0
+        clip_length = frames.shape[0] // (self.history_clips + 1)
+        first_index = clip_length * self.history_clips
+        memory = self.history_memory(frames[:first_index], query, clip_length)
+        return frames[first_index:], masks[first_index:], memory, first_index
 
     def history_memory(self, frames: torch.Tensor, query, clip_length: int) -> StreamMemory:
         """The stream's earlier clips through the inference forward, without gradients: the memory the
