@@ -97,6 +97,22 @@ def test_synthetic_time_target_appears_later_while_a_look_alike_is_there_through
         assert any(all(visible(scene, twin, frame).any() for frame in range(8)) for twin in twins)
 
 
+def test_synthetic_scenes_shared_by_several_expressions_refer_to_different_shapes():
+    shared = SyntheticReferringVideos(length=36, frames=8, size=(64, 80), seed=3, expressions_per_scene=3)
+    groups = [[shared.scene(index) for index in range(start, start + 3)] for start in range(0, 36, 3)]
+    different = 0
+    for start, group in zip(range(0, 36, 3), groups):
+        assert len({shared.kind(index) for index in range(start, start + 3)}) == 1
+        assert all(scene.shapes == group[0].shapes for scene in group)  # the same pixels
+        for scene in group:
+            matches = [i for i in range(len(scene.shapes)) if scene.description.covers(scene.describe(i))]
+            assert matches == [scene.target] and scene.expression in scene.description.phrasings()
+            clip_mask = scene.render(3)[1]
+            assert np.array_equal(clip_mask, visible(scene, scene.target, 3))
+        different += len({scene.target for scene in group}) == 3
+    assert different >= len(groups) // 2  # most scenes have two other describable shapes
+
+
 def test_synthetic_options():
     only_time = SyntheticReferringVideos(length=3, frames=4, size=(48, 64), kinds=("time",))
     assert all(only_time[i].source.startswith("synthetic/time/") for i in range(3))
@@ -106,6 +122,8 @@ def test_synthetic_options():
         SyntheticReferringVideos(frames=2)
     with pytest.raises(ValueError):
         SyntheticReferringVideos(kinds=("colour",))
+    with pytest.raises(ValueError):
+        SyntheticReferringVideos(expressions_per_scene=0)
 
 
 def test_demo_scene_still_renders():

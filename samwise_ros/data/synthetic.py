@@ -151,17 +151,25 @@ class Scene:
 
 
 class SyntheticReferringVideos(Dataset):
-    """`length` scenes of `frames` frames; scene `index` depends only on (seed, epoch, index), so a
+    """`length` clips of `frames` frames; scene `index` depends only on (seed, epoch, index), so a
     held-out split is the same class with another seed, and training sees new scenes every epoch
-    (`set_epoch`). Kinds take turns: index % len(kinds)."""
+    (`set_epoch`). Kinds take turns: index % len(kinds).
+
+    With `expressions_per_scene` n > 1, n consecutive clips share one scene and refer to different
+    shapes in it (the scene's own target, then others that a shortest unique description picks out):
+    for training, where the same pixels with another expression must give another mask, so a model
+    cannot do well by segmenting every shape."""
 
     def __init__(self, length: int = 1000, frames: int = 8, size: tuple[int, int] = (240, 320),
-                 kinds: tuple[str, ...] = KINDS, seed: int = 0):
+                 kinds: tuple[str, ...] = KINDS, seed: int = 0, expressions_per_scene: int = 1):
         if frames < 3:
             raise ValueError("a scene needs at least 3 frames (time: a look-alike alone, then the target twice)")
         if not kinds or set(kinds) - set(KINDS):
             raise ValueError(f"kinds must be a non-empty subset of {KINDS}, got {kinds}")
+        if expressions_per_scene < 1:
+            raise ValueError(f"expressions_per_scene must be at least 1, got {expressions_per_scene}")
         self.length, self.frames, self.size, self.kinds, self.seed = length, frames, tuple(size), tuple(kinds), seed
+        self.expressions_per_scene = expressions_per_scene
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -171,13 +179,18 @@ class SyntheticReferringVideos(Dataset):
         return self.length
 
     def kind(self, index: int) -> str:
-        return self.kinds[index % len(self.kinds)]
+        """The kind of the scene: a clip referring to another shape in it says appearance (or motion)."""
+        return self.kinds[(index // self.expressions_per_scene) % len(self.kinds)]
 
     def scene(self, index: int) -> Scene:
         if not 0 <= index < self.length:
             raise IndexError(index)
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        return build_scene(rng, self.kind(index), self.frames, *self.size)
+        scene_index, referral = divmod(index, self.expressions_per_scene)
+        key = [self.seed, self.epoch, scene_index]
+        if self.expressions_per_scene > 1:  # not the scenes of one expression each (held-out splits)
+            key.append(self.expressions_per_scene)
+        scene = build_scene(np.random.default_rng(key), self.kind(index), self.frames, *self.size)
+        return refer_to_another_shape(scene, referral) if referral else scene
 
     def __getitem__(self, index: int) -> ReferringClip:
         scene = self.scene(index)
@@ -298,14 +311,38 @@ def build_scene(rng: np.random.Generator, kind: str, frames: int, height: int, w
 
 def unique_description(scene: Scene, required: tuple[str, ...] = ()) -> Description:
     """The shortest description of the target that says `required` and covers no other shape."""
+    description = find_unique_description(scene, required)
+    if description is None:
+        raise RuntimeError(f"no unique description of shape {scene.target} in {scene.shapes}")  # a recipe bug
+    return description
+
+
+def find_unique_description(scene: Scene, required: tuple[str, ...] = ()) -> Description | None:
+    """The shortest description of the target that says `required` and covers no other shape, if any."""
     facts = [scene.describe(index) for index in range(len(scene.shapes))]
     target = facts.pop(scene.target)
-    for optional in ((), ("colour",), ("size",), ("colour", "size")):
+    for optional in ((), ("colour",), ("size",), ("colour", "size"), ("direction",), ("colour", "direction")):
         said = {"shape", *required, *optional}
         candidate = Description(**{name: value for name, value in asdict(target).items() if name in said})
         if not any(candidate.covers(other) for other in facts):
             return candidate
-    raise RuntimeError(f"no unique description of shape {scene.target} in {scene.shapes}")  # a recipe bug
+    return None
+
+
+def refer_to_another_shape(scene: Scene, referral: int) -> Scene:
+    """The scene with its `referral`-th other describable shape (cycling) as the target, under its
+    shortest unique description (appearance, else with its motion); the scene itself if there is none."""
+    others = []
+    for index in range(len(scene.shapes)):
+        candidate = replace(scene, target=index)
+        description = find_unique_description(candidate) if index != scene.target else None
+        if description is not None:
+            others.append(replace(candidate, description=description))
+    if not others:
+        return scene
+    chosen = others[(referral - 1) % len(others)]
+    rng = np.random.default_rng([chosen.seed, referral])
+    return replace(chosen, expression=str(rng.choice(chosen.description.phrasings())))
 
 
 def demo_scene(seed: int = 0) -> Scene:

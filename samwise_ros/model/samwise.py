@@ -273,8 +273,7 @@ class Samwise(nn.Module):
         num_frames = frames.shape[0]
         if context is not None and num_frames != 1:
             raise ValueError(f"frame mode encodes one frame at a time, got {num_frames}")
-        size = self.image_size
-        frames = F.pad(frames, (0, size - frames.shape[-1], 0, size - frames.shape[-2]))
+        frames = self._pad_to_input(frames)
         trunk = self.sam.image_encoder.trunk
 
         vis = trunk.patch_embed(frames)  # [T, H, W, C]
@@ -300,6 +299,18 @@ class Samwise(nn.Module):
             motion_state = verb_states.unsqueeze(0).expand(num_frames, -1, -1)
         vision_feats, vision_pos, feat_sizes = self._forward_neck(levels)
         return ClipFeatures(vision_feats, vision_pos, feat_sizes, text_state, motion_state)
+
+    def encode_frames_without_text(self, frames: Tensor) -> ClipFeatures:
+        """frames: [T, 3, h, w] normalised, through SAM2's own image encoder: no adapters, no text
+        (its sentence state is empty, [T, 0])."""
+        frames = self._pad_to_input(frames)
+        vision_feats, vision_pos, feat_sizes = self._forward_neck(self.sam.image_encoder.trunk(frames))
+        return ClipFeatures(vision_feats, vision_pos, feat_sizes, frames.new_zeros(frames.shape[0], 0), None)
+
+    def _pad_to_input(self, frames: Tensor) -> Tensor:
+        """[T, 3, h, w] -> [T, 3, S, S], zeros at the bottom and right (h, w <= S = image_size)."""
+        size = self.image_size
+        return F.pad(frames, (0, size - frames.shape[-1], 0, size - frames.shape[-2]))
 
     def _fuse(self, segment: int, vis: Tensor, text: Tensor, context: FusionContext | None) -> tuple[Tensor, Tensor]:
         """Add the segment's adapter residuals to the visual ([T, H, W, C]) and text ([1, L, C]) states."""
@@ -381,11 +392,16 @@ class Samwise(nn.Module):
 
     def _decode(self, features: ClipFeatures, index: int, pix_feat: Tensor, with_motion: bool) -> FrameDecoding:
         with self._prompt_hook.appended(self._prompt_tokens(features, index, with_motion)):
-            _, _, iou, low_res, high_res, obj_ptr, object_score = self.sam._forward_sam_heads(
-                backbone_features=pix_feat,
-                high_res_features=features.high_res_feats(index),
-                multimask_output=False,
-            )
+            return self._run_sam_heads(features, index, pix_feat)
+
+    def _run_sam_heads(self, features: ClipFeatures, index: int, pix_feat: Tensor,
+                       point_inputs: dict[str, Tensor] | None = None) -> FrameDecoding:
+        _, _, iou, low_res, high_res, obj_ptr, object_score = self.sam._forward_sam_heads(
+            backbone_features=pix_feat,
+            point_inputs=point_inputs,
+            high_res_features=features.high_res_feats(index),
+            multimask_output=False,
+        )
         raw_low_res = self._raw_masks.pop()
         if self.training:  # train on the ungated logits, as the release does
             low_res = raw_low_res.float()
@@ -476,6 +492,24 @@ class Samwise(nn.Module):
             memory.bank.add(frame_index, self.encode_memory(features, index, decoded.high_res_logits, decoded))
             object_scores = decoded.object_score_logits if train_object_scores else decoded.object_score_logits.detach()
             outputs.append(TrainFrameOutput(masks, object_scores, cme_logits, cme_label, memoryless_masks))
+        return outputs
+
+    def forward_prompted(self, frames: Tensor, points: Tensor, labels: Tensor) -> list[TrainFrameOutput]:
+        """SAM2's own task, promptable video segmentation, without text or adapters: the prompt on the
+        first frame, the memory alone after it. points [1, P, 2] (x, y) in pixels of the resized frames,
+        labels [1, P] as SAM2 takes them (1 positive, 0 negative, 2 and 3 a box's corners). For
+        pre-training the SAM2 of a model built from scratch (training/sam2_pretraining.py)."""
+        features = self.encode_frames_without_text(frames)
+        memory = self.new_stream_memory()
+        resized_hw = tuple(frames.shape[-2:])
+        outputs = []
+        for index in range(frames.shape[0]):
+            pix_feat = self._condition_on_memory(features, index, index, memory)
+            prompt = {"point_coords": points, "point_labels": labels} if index == 0 else None
+            decoded = self._run_sam_heads(features, index, pix_feat, prompt)
+            memory.bank.add(index, self.encode_memory(features, index, decoded.high_res_logits, decoded))
+            masks = self.postprocess_logits(decoded.low_res_logits, resized_hw, resized_hw)
+            outputs.append(TrainFrameOutput(masks, decoded.object_score_logits, None, None))
         return outputs
 
     def postprocess_logits(self, low_res_logits: Tensor, resized_hw: tuple[int, int],

@@ -20,12 +20,14 @@ from ..model import Samwise, SamwiseConfig
 from ..model.tokenizer import train_roberta_tokenizer
 from ..runtime import resolve_device
 from ..training.evaluation import clip_scores, summarize
+from ..training.sam2_pretraining import pretrain_sam2
 from ..training.text_pretraining import AttributeProbes, pretrain_text_encoder
 from ..training.trainer import LAST, Trainer, TrainSettings, init_distributed
 
 
 PRESETS = ("tiny", "demo", "official")
 HELD_OUT_SEED_OFFSET = 1_000_003  # held-out synthetic scenes: another seed than any training run's
+SAM2_PRETRAINING_SEED_OFFSET = 500_009  # its scenes: neither the training run's nor the held-out ones
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -42,6 +44,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     data.add_argument("--train-size", type=int, default=2000, help="synthetic clips per epoch")
     data.add_argument("--eval-size", type=int, default=24, help="held-out synthetic clips scored each epoch")
     data.add_argument("--kinds", nargs="+", default=list(KINDS), help="synthetic expression kinds")
+    data.add_argument("--expressions-per-scene", type=int, default=1, metavar="N",
+                      help="synthetic training clips: N consecutive clips share a scene and refer to different shapes")
     data.add_argument("--frame-size", type=int, nargs=2, default=(120, 160), metavar=("H", "W"))
     model = parser.add_argument_group("model (one of)")
     model.add_argument("--init", type=Path, help="a saved model directory or a released .pth to fine-tune")
@@ -54,6 +58,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     training.add_argument("--pretrain-text", type=int, default=0, metavar="STEPS",
                           help="first pre-train the text encoder on the synthetic expressions' attributes (from "
                                "scratch: a stand-in for a pre-trained RoBERTa)")
+    training.add_argument("--pretrain-sam2", type=int, default=0, metavar="STEPS",
+                          help="first pre-train SAM2 on its own task, box-prompted tracking of the synthetic shapes "
+                               "(from scratch: a stand-in for a pre-trained SAM2)")
     training.add_argument("--prompt-attribute-loss", action="store_true",
                           help="keep the decoder's text prompt telling the synthetic attributes apart (from scratch)")
     training.add_argument("--memoryless-mask-loss", action="store_true",
@@ -74,7 +81,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.history_clips < 0 or (args.history_clips and args.data == "refcoco"):
         parser.error("--history-clips takes K >= 0 earlier clips of video data (not refcoco's images)")
-    for flag, used in (("--pretrain-text", args.pretrain_text), ("--prompt-attribute-loss", args.prompt_attribute_loss)):
+    for flag, used in (("--pretrain-text", args.pretrain_text), ("--pretrain-sam2", args.pretrain_sam2),
+                       ("--prompt-attribute-loss", args.prompt_attribute_loss)):
         if used and (args.data != "synthetic" or not args.from_scratch):  # they know the synthetic expressions only
             parser.error(f"{flag} is for --from-scratch training on --data synthetic")
     return args
@@ -85,10 +93,10 @@ def stream_length(args: argparse.Namespace) -> int:
     return args.clip_length * (args.history_clips + 1)
 
 
-def build_dataset(args: argparse.Namespace, seed: int, length: int):
+def build_dataset(args: argparse.Namespace, seed: int, length: int, expressions_per_scene: int = 1):
     if args.data == "synthetic":
         return SyntheticReferringVideos(length=length, frames=stream_length(args), size=tuple(args.frame_size),
-                                        kinds=tuple(args.kinds), seed=seed)
+                                        kinds=tuple(args.kinds), seed=seed, expressions_per_scene=expressions_per_scene)
     if args.data_root is None:
         raise SystemExit(f"--data {args.data} needs --data-root")
     if args.data == "ytvos":
@@ -137,6 +145,10 @@ def main(argv=None) -> int:
         device = torch.device("cuda", rank % torch.cuda.device_count())
     args.output.mkdir(parents=True, exist_ok=True)
     model = build_model(args, device)
+    if args.pretrain_sam2:
+        iou = pretrain_sam2(model, args.pretrain_sam2, args.clip_length, tuple(args.frame_size), args.batch_size,
+                            lr=args.lr, seed=args.seed + SAM2_PRETRAINING_SEED_OFFSET, show_progress=rank == 0)
+        print(f"SAM2 pre-trained for {args.pretrain_sam2} steps: tracked-frame IoU {iou:.3f} (last tenth)")
     if args.pretrain_text:
         accuracy = pretrain_text_encoder(model, args.pretrain_text, seed=args.seed)
         print(f"text encoder pre-trained for {args.pretrain_text} steps: attribute accuracy {accuracy:.3f}")
@@ -154,7 +166,8 @@ def main(argv=None) -> int:
                              workers=args.workers, warmup_steps=args.warmup_steps, cosine=args.cosine,
                              memoryless_mask_loss=args.memoryless_mask_loss, precision=args.precision,
                              history_clips=args.history_clips)
-    trainer = Trainer(model, build_dataset(args, args.seed, args.train_size), settings, evaluate, text_loss)
+    training_set = build_dataset(args, args.seed, args.train_size, args.expressions_per_scene)
+    trainer = Trainer(model, training_set, settings, evaluate, text_loss)
     if args.resume:
         trainer.resume(args.output / LAST)
     progress = trainer.fit()
