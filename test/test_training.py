@@ -357,3 +357,18 @@ def test_cli_pretrains_sam2_then_trains_on_scenes_shared_by_several_expressions(
     assert int(row["step"]) == 2
     with pytest.raises(SystemExit):  # a stand-in for SAM2's pre-training: for models built from scratch
         main(["--data", "synthetic", "--config", "tiny", "--pretrain-sam2", "2", "--output", str(tmp_path)])
+
+
+def test_decoder_input_scales_show_adapter_residuals_growing(fresh_tiny):
+    """The per-epoch log's monitor of what saturated the shipped weights' decoder attention: inflating
+    an adapter's output (its BatchNorm scale, as fast from-scratch training does) shows up in it."""
+    from samwise_ros.training.evaluation import decoder_input_scales
+
+    clip = SceneClips([0], length=3)[0]
+    fresh_tiny.eval()
+    fresh = decoder_input_scales(fresh_tiny, clip)
+    assert 0 < fresh["image_embedding_std"] < 5 and 0 < fresh["text_prompt_std"] < 5
+    with torch.no_grad():
+        fresh_tiny.adapters[1].vis_up[1].weight.mul_(1000.0)  # the stride-16 level's adapter
+    grown = decoder_input_scales(fresh_tiny, clip)
+    assert grown["image_embedding_std"] > 3 * fresh["image_embedding_std"]

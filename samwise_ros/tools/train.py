@@ -19,7 +19,7 @@ from ..data.synthetic import KINDS, SyntheticReferringVideos, scene_corpus
 from ..model import Samwise, SamwiseConfig
 from ..model.tokenizer import train_roberta_tokenizer
 from ..runtime import resolve_device
-from ..training.evaluation import clip_scores, summarize
+from ..training.evaluation import clip_scores, decoder_input_scales, summarize
 from ..training.sam2_pretraining import pretrain_sam2
 from ..training.text_pretraining import AttributeProbes, pretrain_text_encoder
 from ..training.trainer import LAST, Trainer, TrainSettings, init_distributed
@@ -127,14 +127,15 @@ def build_model(args: argparse.Namespace, device: torch.device) -> Samwise:
 
 
 def scores_by_kind(model: Samwise, held_out: SyntheticReferringVideos) -> dict[str, float]:
-    """J, F, J&F over all held-out clips, and J&F per expression kind (appearance, motion, time)."""
+    """J, F, J&F over all held-out clips, J&F per expression kind (appearance, motion, time), and the
+    scales of the decoder's inputs on the first clip."""
     scores = clip_scores(model, (held_out[index] for index in range(len(held_out))))
     overall = summarize(scores)
     for kind in held_out.kinds:
         of_kind = [score for index, score in enumerate(scores) if held_out.kind(index) == kind]
         if of_kind:  # fewer held-out clips than kinds leaves some out
             overall[f"eval_JF_{kind}"] = summarize(of_kind)["eval_JF"]
-    return overall
+    return overall | {f"eval_{name}": value for name, value in decoder_input_scales(model, held_out[0]).items()}
 
 
 def main(argv=None) -> int:

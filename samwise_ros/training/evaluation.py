@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from typing import Iterable
 
+import torch
+
 from ..eval.scoring import ExpressionScore, score_expression, summarize_expressions
 from ..model import Samwise
 from ..tracker import StreamTracker
+from .batches import clip_tensors
 
 
 def clip_scores(model: Samwise, clips: Iterable, mode: str = "clip", use_cme: bool | None = None) -> list[ExpressionScore]:
@@ -33,3 +36,15 @@ def summarize(scores: list[ExpressionScore], prefix: str = "eval_") -> dict[str,
 
 def score_clips(model: Samwise, clips: Iterable, mode: str = "clip", use_cme: bool | None = None) -> dict[str, float]:
     return summarize(clip_scores(model, clips, mode, use_cme))
+
+
+def decoder_input_scales(model: Samwise, clip) -> dict[str, float]:
+    """Standard deviations of what the mask decoder attends to on one clip: the top-level image features
+    and the text prompt token. Trained from scratch at a high learning rate they grow (the adapters'
+    residuals) until the decoder's attention is one-hot and its gradients vanish; a fresh demo-size
+    model has about 0.7 and 0.1."""
+    tensors = clip_tensors(clip.frames, clip.masks, clip.expression, model.image_size, model.device)
+    with torch.no_grad():
+        features = model.encode_clip(tensors.frames, model.tokenize(clip.expression))
+        prompt = model.text_prompt(features.text_state)
+    return {"image_embedding_std": features.vision_feats[-1].std().item(), "text_prompt_std": prompt.std().item()}
