@@ -40,9 +40,8 @@ def score_clips(model: Samwise, clips: Iterable, mode: str = "clip", use_cme: bo
 
 def decoder_input_scales(model: Samwise, clip) -> dict[str, float]:
     """Standard deviations of what the mask decoder attends to on one clip: the top-level image features
-    and the text prompt token. Trained from scratch at a high learning rate they grow (the adapters'
-    residuals) until the decoder's attention is one-hot and its gradients vanish; a fresh demo-size
-    model has about 0.7 and 0.1."""
+    and the text prompt token. Trained from scratch they grow with the learning rate (the adapters'
+    residuals) until the decoder's attention is one-hot; a fresh demo-size model has about 0.7 and 0.1."""
     tensors = clip_tensors(clip.frames, clip.masks, clip.expression, model.image_size, model.device)
     with torch.no_grad():
         features = model.encode_clip(tensors.frames, model.tokenize(clip.expression))
