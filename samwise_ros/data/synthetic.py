@@ -321,7 +321,7 @@ def find_unique_description(scene: Scene, required: tuple[str, ...] = ()) -> Des
     """The shortest description of the target that says `required` and covers no other shape, if any."""
     facts = [scene.describe(index) for index in range(len(scene.shapes))]
     target = facts.pop(scene.target)
-    for optional in ((), ("colour",), ("size",), ("colour", "size"), ("direction",), ("colour", "direction")):
+    for optional in ((), ("colour",), ("size",), ("colour", "size")):
         said = {"shape", *required, *optional}
         candidate = Description(**{name: value for name, value in asdict(target).items() if name in said})
         if not any(candidate.covers(other) for other in facts):
@@ -335,7 +335,9 @@ def refer_to_another_shape(scene: Scene, referral: int) -> Scene:
     others = []
     for index in range(len(scene.shapes)):
         candidate = replace(scene, target=index)
-        description = find_unique_description(candidate) if index != scene.target else None
+        description = None
+        if index != scene.target:
+            description = find_unique_description(candidate) or find_unique_description(candidate, ("direction",))
         if description is not None:
             others.append(replace(candidate, description=description))
     if not others:

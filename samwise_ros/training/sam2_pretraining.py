@@ -22,8 +22,7 @@ from tqdm import tqdm
 from ..data.synthetic import Scene, SyntheticReferringVideos
 from ..model import Samwise
 from .batches import clip_tensors
-from .losses import object_score_loss
-from .trainer import lr_factor, mask_losses
+from .trainer import lr_factor, mask_losses, presence_loss
 
 MIN_PROMPT_PIXELS = 40  # an object gets a box on the first frame only when this much of it shows
 BOX_JITTER = 0.1  # each box side moves by up to this fraction of the box's size (SAM2 trains on noisy boxes)
@@ -56,13 +55,13 @@ def track_loss(model: Samwise, track: PromptedTrack) -> tuple[Tensor, float]:
     """Focal + dice over the clip and SAM2's object-score loss; also the mean IoU of the frames after the
     first (what the memory alone tracked)."""
     tensors = clip_tensors(track.frames, track.masks, "", model.image_size, model.device)
-    scale = np.tile(np.array(tensors.frames.shape[-1:-3:-1]) / track.frames.shape[2:0:-1], 2)
+    (height, width), (resized_height, resized_width) = track.frames.shape[1:3], tensors.frames.shape[-2:]
+    scale = np.array([resized_width / width, resized_height / height] * 2)  # x0, y0, x1, y1
     points = torch.as_tensor(track.box * scale, dtype=torch.float32, device=model.device).view(1, 2, 2)
     labels = torch.tensor([BOX_LABELS], dtype=torch.int32, device=model.device)
     outputs = model.forward_prompted(tensors.frames, points, labels)
     focal, dice = mask_losses([out.mask_logits for out in outputs], tensors.masks)
-    scores = torch.cat([out.object_score_logits.float() for out in outputs]).flatten()
-    loss = focal + dice + object_score_loss(scores, tensors.masks.flatten(1).any(dim=1))
+    loss = focal + dice + presence_loss(outputs, tensors.masks)
     with torch.no_grad():
         predicted = torch.cat([out.mask_logits for out in outputs[1:]])[:, 0] > 0
         truth = tensors.masks[1:] > 0.5

@@ -109,8 +109,7 @@ class BatchLosses(nn.Module):
                 memoryless_focal.append(clip_focal)
                 memoryless_dice.append(clip_dice)
             if self.train_object_scores:
-                scores = torch.cat([out.object_score_logits.float() for out in outputs]).flatten()
-                objectness.append(object_score_loss(scores, masks.flatten(1).any(dim=1)))
+                objectness.append(presence_loss(outputs, masks))
             cme_logits += [out.cme_logits for out in outputs if out.cme_logits is not None]
             cme_labels += [out.cme_label for out in outputs if out.cme_label is not None]
         losses = {"loss_mask": torch.stack(focal).mean(), "loss_dice": torch.stack(dice).mean()}
@@ -298,6 +297,12 @@ def mask_losses(frame_logits: list[torch.Tensor], masks: torch.Tensor) -> tuple[
     logits = torch.cat([frame.float() for frame in frame_logits]).flatten().unsqueeze(0)
     targets = masks.flatten().unsqueeze(0)
     return sigmoid_focal_loss(logits, targets), dice_loss(logits, targets)
+
+
+def presence_loss(frame_outputs: list, masks: torch.Tensor) -> torch.Tensor:
+    """SAM2's object-score loss over a clip: is the object visible in each frame (masks [T, h, w])?"""
+    scores = torch.cat([out.object_score_logits.float() for out in frame_outputs]).flatten()
+    return object_score_loss(scores, masks.flatten(1).any(dim=1))
 
 
 def batch_norms(model: nn.Module) -> list[nn.Module]:
