@@ -309,3 +309,22 @@ def test_refcoco_clips_from_polygons_and_rle(tmp_path):
     assert square.masks.sum() == 48 and square.masks[0, 2:8, 2:10].all()
     assert np.array_equal(box.masks[0], lower)
     assert not crowd.masks.any()  # crowd regions are not referred objects
+
+
+def test_synthetic_clips_carry_each_pixels_colour_shape_and_size():
+    from samwise_ros.data.synthetic import ATTRIBUTE_CLASSES
+
+    clips = SyntheticReferringVideos(length=3, frames=4, kinds=("appearance",), seed=5)
+    for index in range(len(clips)):
+        clip, scene = clips[index], clips.scene(index)
+        assert clip.attributes.shape == (4, 3, *clip.frames.shape[1:3]) and clip.attributes.dtype == np.int8
+        described = scene.describe(scene.target)
+        expected = [values.index(getattr(described, name)) for name, values in ATTRIBUTE_CLASSES.items()]
+        target_pixels = clip.attributes.transpose(0, 2, 3, 1)[clip.masks]  # [N, 3]
+        assert len(target_pixels) and (target_pixels == expected).all()
+        background = np.ones(clip.masks.shape, dtype=bool)
+        for shape in range(len(scene.shapes)):
+            for frame in range(4):
+                background[frame] &= ~scene.footprint(shape, frame)
+        assert (clip.attributes.transpose(0, 2, 3, 1)[background] == -1).all()
+        assert (clip.attributes.transpose(0, 2, 3, 1)[~background] >= 0).all()

@@ -15,6 +15,9 @@ class ReferringClip:
     masks: np.ndarray  # [T, H, W] bool, the referred object's visible pixels (may be empty in some frames)
     expression: str
     source: str = ""  # where it came from, for logs: "synthetic/appearance/00012", "ytvos/<video>/<exp_id>"
+    # [T, 3, H, W] int8, synthetic data only: each pixel's visible shape's colour, shape and size class
+    # (synthetic.ATTRIBUTE_CLASSES), -1 on background
+    attributes: np.ndarray | None = None
 
     def __post_init__(self):
         # A loader bug (a frame of another size, a label map instead of a mask) fails here, not in the loss.
@@ -23,6 +26,9 @@ class ReferringClip:
         if self.masks.shape != self.frames.shape[:3] or self.masks.dtype != np.bool_:
             raise ValueError(f"{self.source}: masks must be [T, H, W] bool matching the frames, "
                              f"got {self.masks.shape} {self.masks.dtype}")
+        if self.attributes is not None and self.attributes.shape != (len(self.frames), 3, *self.frames.shape[1:3]):
+            raise ValueError(f"{self.source}: attributes must be [T, 3, H, W] matching the frames, "
+                             f"got {self.attributes.shape}")
 
 
 def collate_clips(batch: list[ReferringClip]) -> list[ReferringClip]:

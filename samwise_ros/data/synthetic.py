@@ -32,6 +32,8 @@ SIZES = {"small": (0.05, 0.07), "large": (0.10, 0.13)}  # radius range, as a fra
 LARGE_FROM = 0.085  # a radius of at least this fraction of min(H, W) is "large"
 DIRECTIONS = ("left", "right", "up", "down")
 KINDS = ("appearance", "motion", "time")
+# per-pixel attribute maps of training clips: the classes of each attribute a look-alike differs in
+ATTRIBUTE_CLASSES = {"colour": tuple(COLOURS), "shape": SHAPES, "size": tuple(SIZES)}
 
 NOUNS = {"ball": ("ball", "circle"), "square": ("square",), "triangle": ("triangle",)}
 MOTION_PHRASES = {
@@ -119,12 +121,25 @@ class Scene:
 
     def render(self, frame: int) -> tuple[np.ndarray, np.ndarray]:
         """(HxWx3 uint8 RGB image, HxW bool mask of the target's visible pixels) of one frame."""
+        image, labels = self.render_labelled(frame)
+        return image, labels == self.target
+
+    def render_labelled(self, frame: int) -> tuple[np.ndarray, np.ndarray]:
+        """(HxWx3 uint8 RGB image, HxW int16 index of the shape visible at each pixel, -1 on background)."""
         image = self.background(frame)
         labels = np.full((self.height, self.width), -1, dtype=np.int16)
         for index, shape in enumerate(self.shapes):
             shape.draw(image, frame, COLOURS[shape.colour])
             shape.draw(labels, frame, index)
-        return image, labels == self.target
+        return image, labels
+
+    def attribute_maps(self, labels: np.ndarray) -> np.ndarray:
+        """Shape-index maps [..., H, W] (of `render_labelled`) -> [..., 3, H, W] int8: the visible shape's
+        class of each of ATTRIBUTE_CLASSES (colour, shape, size) at every pixel, -1 on background."""
+        rows = [[values.index(getattr(self.describe(index), name)) for name, values in ATTRIBUTE_CLASSES.items()]
+                for index in range(len(self.shapes))]
+        table = np.array([*rows, [-1] * len(ATTRIBUTE_CLASSES)], dtype=np.int8)
+        return np.moveaxis(table[labels], -1, -3)  # label -1 picks the background row
 
     def background(self, frame: int) -> np.ndarray:
         """Grey blotches fixed for the scene plus sensor-like noise that changes every frame."""
@@ -194,9 +209,9 @@ class SyntheticReferringVideos(Dataset):
 
     def __getitem__(self, index: int) -> ReferringClip:
         scene = self.scene(index)
-        images, masks = zip(*scene.frames(self.frames))
-        return ReferringClip(np.stack(images), np.stack(masks), scene.expression,
-                             f"synthetic/{self.kind(index)}/{index:05d}")
+        images, labels = (np.stack(item) for item in zip(*(scene.render_labelled(t) for t in range(self.frames))))
+        return ReferringClip(images, labels == scene.target, scene.expression,
+                             f"synthetic/{self.kind(index)}/{index:05d}", attributes=scene.attribute_maps(labels))
 
 
 class _Cast(NamedTuple):

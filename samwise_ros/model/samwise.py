@@ -106,6 +106,7 @@ class TrainFrameOutput:
     # [1, 1, h, w] of the memory-less decoding the CME compares against, where the CME window allows;
     # with its graph only when asked for (no loss of the release trains it beyond a clip's first frame)
     memoryless_mask_logits: Tensor | None = None
+    image_embedding: Tensor | None = None  # [1, C, S/16, S/16] the memory-conditioned feature the decoder attends to
 
 
 class Samwise(nn.Module):
@@ -478,7 +479,8 @@ class Samwise(nn.Module):
         outputs = []
         for index in range(frames.shape[0]):
             frame_index = first_index + index
-            decoded = self.decode_with_memory(features, index, frame_index, memory)
+            pix_feat = self._condition_on_memory(features, index, frame_index, memory)
+            decoded = self._decode(features, index, pix_feat, with_motion=True)
             masks = self.postprocess_logits(decoded.low_res_logits, resized_hw, resized_hw)
             cme_logits = cme_label = memoryless_masks = None
             if self.config.use_cme and cme_window_open(frame_index, 0, self.config.cme_decision_window):
@@ -491,7 +493,7 @@ class Samwise(nn.Module):
                     memoryless_masks = memoryless_masks.detach()
             memory.bank.add(frame_index, self.encode_memory(features, index, decoded.high_res_logits, decoded))
             object_scores = decoded.object_score_logits if train_object_scores else decoded.object_score_logits.detach()
-            outputs.append(TrainFrameOutput(masks, object_scores, cme_logits, cme_label, memoryless_masks))
+            outputs.append(TrainFrameOutput(masks, object_scores, cme_logits, cme_label, memoryless_masks, pix_feat))
         return outputs
 
     def forward_prompted(self, frames: Tensor, points: Tensor, labels: Tensor) -> list[TrainFrameOutput]:
@@ -514,7 +516,8 @@ class Samwise(nn.Module):
 
     def postprocess_logits(self, low_res_logits: Tensor, resized_hw: tuple[int, int],
                            output_hw: tuple[int, int]) -> Tensor:
-        """[N, 1, S/4, S/4] -> [N, 1, *output_hw]: upsample to the padded input, crop, resize (as released)."""
+        """[N, K, s, s] -> [N, K, *output_hw] (mask logits: K = 1, s = S/4): upsample to the padded input,
+        crop, resize (as released)."""
         size = self.image_size
         logits = F.interpolate(low_res_logits.float(), (size, size), mode="bilinear", align_corners=False)
         logits = logits[..., : resized_hw[0], : resized_hw[1]]

@@ -21,6 +21,7 @@ from ..model.tokenizer import train_roberta_tokenizer
 from ..runtime import resolve_device
 from ..training.evaluation import clip_scores, decoder_input_scales, summarize
 from ..training.sam2_pretraining import pretrain_sam2
+from ..training.shape_attributes import ShapeAttributeLoss
 from ..training.text_pretraining import AttributeProbes, pretrain_text_encoder
 from ..training.trainer import LAST, Trainer, TrainSettings, init_distributed
 
@@ -63,6 +64,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                                "(from scratch: a stand-in for a pre-trained SAM2)")
     training.add_argument("--prompt-attribute-loss", action="store_true",
                           help="keep the decoder's text prompt telling the synthetic attributes apart (from scratch)")
+    training.add_argument("--shape-attribute-loss", action="store_true",
+                          help="linear heads must read each pixel's colour, shape and size from the decoder's image "
+                               "embedding (synthetic data; training-only heads)")
     training.add_argument("--memoryless-mask-loss", action="store_true",
                           help="also train the memory-less decodings the CME compares against (focal + dice)")
     training.add_argument("--epochs", type=int, default=1)
@@ -82,7 +86,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.history_clips < 0 or (args.history_clips and args.data == "refcoco"):
         parser.error("--history-clips takes K >= 0 earlier clips of video data (not refcoco's images)")
     for flag, used in (("--pretrain-text", args.pretrain_text), ("--pretrain-sam2", args.pretrain_sam2),
-                       ("--prompt-attribute-loss", args.prompt_attribute_loss)):
+                       ("--prompt-attribute-loss", args.prompt_attribute_loss),
+                       ("--shape-attribute-loss", args.shape_attribute_loss)):
         if used and (args.data != "synthetic" or not args.from_scratch):  # they know the synthetic expressions only
             parser.error(f"{flag} is for --from-scratch training on --data synthetic")
     return args
@@ -153,10 +158,9 @@ def main(argv=None) -> int:
     if args.pretrain_text:
         accuracy = pretrain_text_encoder(model, args.pretrain_text, seed=args.seed)
         print(f"text encoder pre-trained for {args.pretrain_text} steps: attribute accuracy {accuracy:.3f}")
-    text_loss = None
-    if args.prompt_attribute_loss:
-        torch.manual_seed(args.seed)
-        text_loss = AttributeProbes(model, on_prompt=True).to(device)
+    torch.manual_seed(args.seed)  # the auxiliary heads' initialisation: the same on every DDP rank
+    text_loss = AttributeProbes(model, on_prompt=True).to(device) if args.prompt_attribute_loss else None
+    clip_losses = {"shape_attributes": ShapeAttributeLoss(model).to(device)} if args.shape_attribute_loss else {}
     evaluate = None
     if args.data == "synthetic" and args.eval_size > 0:
         held_out = build_dataset(args, seed=args.seed + HELD_OUT_SEED_OFFSET, length=args.eval_size)
@@ -168,7 +172,7 @@ def main(argv=None) -> int:
                              memoryless_mask_loss=args.memoryless_mask_loss, precision=args.precision,
                              history_clips=args.history_clips)
     training_set = build_dataset(args, args.seed, args.train_size, args.expressions_per_scene)
-    trainer = Trainer(model, training_set, settings, evaluate, text_loss)
+    trainer = Trainer(model, training_set, settings, evaluate, text_loss, clip_losses)
     if args.resume:
         trainer.resume(args.output / LAST)
     progress = trainer.fit()

@@ -42,3 +42,10 @@ def object_score_loss(logits: Tensor, present: Tensor) -> Tensor:
     """logits [T] of SAM2's object-score head, present [T] bool (the target is visible in the frame):
     SAM2's own objectness loss, binary cross-entropy. Only a model whose SAM2 is trained needs it."""
     return F.binary_cross_entropy_with_logits(logits, present.to(logits.dtype))
+
+
+def mask_losses(frame_logits: list[Tensor], masks: Tensor) -> tuple[Tensor, Tensor]:
+    """Focal and dice of one clip: frame_logits [1, 1, h, w] each, masks [T, h, w], as one row."""
+    logits = torch.cat([frame.float() for frame in frame_logits]).flatten().unsqueeze(0)
+    targets = masks.flatten().unsqueeze(0)
+    return sigmoid_focal_loss(logits, targets), dice_loss(logits, targets)

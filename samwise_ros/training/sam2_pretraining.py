@@ -22,7 +22,8 @@ from tqdm import tqdm
 from ..data.synthetic import Scene, SyntheticReferringVideos
 from ..model import Samwise
 from .batches import clip_tensors
-from .trainer import lr_factor, mask_losses, presence_loss
+from .losses import mask_losses
+from .trainer import lr_factor, presence_loss
 
 MIN_PROMPT_PIXELS = 40  # an object gets a box on the first frame only when this much of it shows
 BOX_JITTER = 0.1  # each box side moves by up to this fraction of the box's size (SAM2 trains on noisy boxes)

@@ -22,8 +22,8 @@ from tqdm import tqdm
 
 from ..model import Samwise
 from ..model.memory import StreamMemory
-from .batches import clip_tensors
-from .losses import cme_loss, dice_loss, object_score_loss, sigmoid_focal_loss
+from .batches import ClipTensors, clip_tensors
+from .losses import cme_loss, mask_losses, object_score_loss
 
 STATE_FILE = "training_state.pt"
 BATCH_NORM_CALIBRATION_CLIPS = 32
@@ -75,10 +75,12 @@ class BatchLosses(nn.Module):
     saved for backward (seen on a GPU), and an auxiliary text loss outside it never synced its gradients."""
 
     def __init__(self, model: Samwise, text_loss: nn.Module | None, train_object_scores: bool,
-                 memoryless_mask_loss: bool, autocast: Callable, history_clips: int = 0):
+                 memoryless_mask_loss: bool, autocast: Callable, history_clips: int = 0,
+                 clip_losses: dict[str, nn.Module] | None = None):
         super().__init__()
         self.model = model
         self.text_loss = text_loss
+        self.clip_losses = nn.ModuleDict(clip_losses or {})
         self.train_object_scores = train_object_scores
         self.memoryless_mask_loss = memoryless_mask_loss
         self.autocast = autocast
@@ -87,16 +89,20 @@ class BatchLosses(nn.Module):
     def forward(self, batch) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
         """Mean focal and dice over the batch's clips, the CME loss over its decided frames and, from
         scratch, SAM2's object-score loss (is the object in the frame?); optionally focal and dice on
-        the memory-less decodings. Also the CME's labels of the batch (None without decided frames)."""
+        the memory-less decodings, and the auxiliary clip losses. Also the CME's labels of the batch
+        (None without decided frames)."""
         focal, dice, objectness, cme_logits, cme_labels = [], [], [], [], []
         memoryless_focal, memoryless_dice = [], []
+        auxiliary = {name: [] for name in self.clip_losses}
         device = self.model.device
         for clip in batch:
-            tensors = clip_tensors(clip.frames, clip.masks, clip.expression, self.model.image_size, device)
+            tensors = clip_tensors(clip.frames, clip.masks, clip.expression, self.model.image_size, device,
+                                   clip.attributes)
             query = self.model.tokenize(tensors.expression)
-            frames, masks, memory, first_index = self.clip_to_train(tensors.frames, tensors.masks, query)
+            tensors, memory, first_index = self.clip_to_train(tensors, query)
+            masks = tensors.masks
             with self.autocast(), sdpa_kernel(TRAINING_ATTENTION):
-                outputs = self.model(frames, query, train_object_scores=self.train_object_scores,
+                outputs = self.model(tensors.frames, query, train_object_scores=self.train_object_scores,
                                      train_memoryless=self.memoryless_mask_loss, memory=memory,
                                      first_index=first_index)
             clip_focal, clip_dice = mask_losses([out.mask_logits for out in outputs], masks)
@@ -110,6 +116,8 @@ class BatchLosses(nn.Module):
                 memoryless_dice.append(clip_dice)
             if self.train_object_scores:
                 objectness.append(presence_loss(outputs, masks))
+            for name, loss in self.clip_losses.items():
+                auxiliary[name].append(loss(self.model, outputs, tensors))
             cme_logits += [out.cme_logits for out in outputs if out.cme_logits is not None]
             cme_labels += [out.cme_label for out in outputs if out.cme_label is not None]
         losses = {"loss_mask": torch.stack(focal).mean(), "loss_dice": torch.stack(dice).mean()}
@@ -117,6 +125,7 @@ class BatchLosses(nn.Module):
             losses["loss_text"] = self.text_loss(self.model, [clip.expression for clip in batch])
         if objectness:
             losses["loss_object"] = torch.stack(objectness).mean()
+        losses |= {f"loss_{name}": torch.stack(values).mean() for name, values in auxiliary.items()}
         if memoryless_focal:
             losses["loss_memoryless"] = torch.stack(memoryless_focal).mean() + torch.stack(memoryless_dice).mean()
         labels = torch.cat(cme_labels).to(device) if cme_labels else None
@@ -124,15 +133,15 @@ class BatchLosses(nn.Module):
             losses["loss_cme"] = cme_loss(torch.cat([logits.float() for logits in cme_logits]), labels)
         return losses, labels
 
-    def clip_to_train(self, frames: torch.Tensor, masks: torch.Tensor, query):
-        """(frames, masks, memory, first frame index) of the clip the losses are on: the whole sample
-        with a fresh memory, or with history clips the last clip and the memory the others leave."""
+    def clip_to_train(self, tensors: ClipTensors, query) -> tuple[ClipTensors, StreamMemory | None, int]:
+        """(tensors, memory, first frame index) of the clip the losses are on: the whole sample with a
+        fresh memory, or with history clips the last clip and the memory the others leave."""
         if not self.history_clips:
-            return frames, masks, None, 0
-        clip_length = frames.shape[0] // (self.history_clips + 1)
+            return tensors, None, 0
+        clip_length = tensors.frames.shape[0] // (self.history_clips + 1)
         first_index = clip_length * self.history_clips
-        memory = self.history_memory(frames[:first_index], query, clip_length)
-        return frames[first_index:], masks[first_index:], memory, first_index
+        memory = self.history_memory(tensors.frames[:first_index], query, clip_length)
+        return tensors.frames_from(first_index), memory, first_index
 
     def history_memory(self, frames: torch.Tensor, query, clip_length: int) -> StreamMemory:
         """The stream's earlier clips through the inference forward, without gradients: the memory the
@@ -146,10 +155,16 @@ class BatchLosses(nn.Module):
 
 
 class Trainer:
-    """Trains `model` on a dataset of ReferringClip; `evaluate(model) -> dict` scores an epoch."""
+    """Trains `model` on a dataset of ReferringClip; `evaluate(model) -> dict` scores an epoch.
+
+    Auxiliary losses bring training-only parameters of their own, which train with the model's and
+    are saved with the optimiser state: `text_loss(model, texts)` on the expressions, and each of
+    `clip_losses` as `loss(model, frame_outputs, clip_tensors)` on each clip's forward, logged as
+    loss_<name>."""
 
     def __init__(self, model: Samwise, dataset: Dataset, settings: TrainSettings,
-                 evaluate: Callable[[Samwise], dict] | None = None, text_loss: nn.Module | None = None):
+                 evaluate: Callable[[Samwise], dict] | None = None, text_loss: nn.Module | None = None,
+                 clip_losses: dict[str, nn.Module] | None = None):
         self.settings = settings
         self.rank, self.world_size = init_distributed()
         self.device = model.device
@@ -159,14 +174,13 @@ class Trainer:
                 param.requires_grad_(True)
         else:
             model.freeze_for_training()
-        # text_loss(model, texts) -> loss: an auxiliary loss on the expressions (its own parameters train too)
-        self.parameters = [p for p in model.parameters() if p.requires_grad]
-        if text_loss is not None:
-            self.parameters += list(text_loss.parameters())
-        self.optimizer = torch.optim.AdamW(self.parameters, lr=settings.lr, weight_decay=0.0)
         batch_losses = BatchLosses(model, text_loss, train_object_scores=settings.from_scratch,
                                    memoryless_mask_loss=settings.memoryless_mask_loss, autocast=self._autocast,
-                                   history_clips=settings.history_clips)
+                                   history_clips=settings.history_clips, clip_losses=clip_losses)
+        text = {"text": text_loss} if text_loss is not None else {}
+        self.auxiliary = nn.ModuleDict({"clip": batch_losses.clip_losses} | text)
+        self.parameters = [p for p in model.parameters() if p.requires_grad] + list(self.auxiliary.parameters())
+        self.optimizer = torch.optim.AdamW(self.parameters, lr=settings.lr, weight_decay=0.0)
         # the CME is unused on clips shorter than its window (image data): hence find_unused_parameters
         self.network = (DistributedDataParallel(batch_losses, find_unused_parameters=True)
                         if self.world_size > 1 else batch_losses)
@@ -271,6 +285,7 @@ class Trainer:
         self.model.save(directory)
         state = {
             "optimizer": self.optimizer.state_dict(),
+            "auxiliary": self.auxiliary.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "epoch": self.progress.epoch,
             "step": self.progress.step,
@@ -286,17 +301,12 @@ class Trainer:
         _, weights, _ = read_directory(directory)
         load_state_strict(self.model, weights, f"resume directory {directory}")
         state = torch.load(directory / STATE_FILE, map_location=self.device, weights_only=True)
+        if "auxiliary" in state:  # saved before the auxiliary heads were
+            self.auxiliary.load_state_dict(state["auxiliary"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"].cpu())
         self.progress = Progress(state["epoch"], state["step"], list(state["history"]))
-
-
-def mask_losses(frame_logits: list[torch.Tensor], masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Focal and dice of one clip: frame_logits [1, 1, h, w] each, masks [T, h, w], as one row."""
-    logits = torch.cat([frame.float() for frame in frame_logits]).flatten().unsqueeze(0)
-    targets = masks.flatten().unsqueeze(0)
-    return sigmoid_focal_loss(logits, targets), dice_loss(logits, targets)
 
 
 def presence_loss(frame_outputs: list, masks: torch.Tensor) -> torch.Tensor:
@@ -401,7 +411,7 @@ def plot_curves(step_log: Path, epoch_log: Path, output: Path) -> None:
 
     steps, epochs = read_csv(step_log), read_csv(epoch_log)
     figure, (losses, scores) = plt.subplots(1, 2, figsize=(10, 4))
-    for name in ("loss", "loss_mask", "loss_dice", "loss_object", "loss_text", "loss_memoryless", "loss_cme"):
+    for name in [column for column in (steps[0] if steps else {}) if column.startswith("loss")]:
         points = [(int(r["step"]), float(r[name])) for r in steps if r.get(name)]
         if points:
             losses.plot(*zip(*points), label=name)
