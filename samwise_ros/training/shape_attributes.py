@@ -6,8 +6,8 @@ Why: the decoder picks the referred shape by matching its text prompt against th
 embedding must tell the shapes apart by what expressions say. In the demo weights it did not: linear
 probes on it (scripts/probe_image_features.py) read each stride-16 cell's colour (0.63 accuracy,
 majority class 0.32) but not its shape (0.49, majority 0.52) or size (majority), so "the small green
-square" could not be told from the green ball beside it. A pre-trained SAM2 brings such features; a SAM2 trained from scratch on masks alone does not
-learn them. The heads are training-only and discarded.
+square" could not be told from the green ball beside it. A pre-trained SAM2 brings such features; a
+SAM2 trained from scratch on masks alone does not learn them. The heads are training-only and discarded.
 """
 
 from __future__ import annotations
