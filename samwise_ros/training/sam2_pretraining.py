@@ -39,8 +39,8 @@ class PromptedTrack:
 
 def prompted_track(scene: Scene, num_frames: int, rng: np.random.Generator) -> PromptedTrack | None:
     """One shape of `scene` that shows on the first frame, with its masks and a box; None if none shows."""
-    visible = [index for index in range(len(scene.shapes))
-               if replace(scene, target=index).render(0)[1].sum() >= MIN_PROMPT_PIXELS]
+    _, labels = scene.render_labelled(0)
+    visible = [index for index in range(len(scene.shapes)) if (labels == index).sum() >= MIN_PROMPT_PIXELS]
     if not visible:
         return None
     tracked = replace(scene, target=int(rng.choice(visible)))
