@@ -164,6 +164,12 @@ class Scene:
         for frame in range(count):
             yield self.render(frame)
 
+    def referring_clip(self, count: int, source: str = "") -> ReferringClip:
+        """The first `count` frames as a clip: images, the target's masks, the expression, attribute maps."""
+        images, labels = (np.stack(item) for item in zip(*(self.render_labelled(t) for t in range(count))))
+        return ReferringClip(images, labels == self.target, self.expression, source,
+                             attributes=self.attribute_maps(labels))
+
 
 class SyntheticReferringVideos(Dataset):
     """`length` clips of `frames` frames; scene `index` depends only on (seed, epoch, index), so a
@@ -208,10 +214,7 @@ class SyntheticReferringVideos(Dataset):
         return refer_to_another_shape(scene, referral) if referral else scene
 
     def __getitem__(self, index: int) -> ReferringClip:
-        scene = self.scene(index)
-        images, labels = (np.stack(item) for item in zip(*(scene.render_labelled(t) for t in range(self.frames))))
-        return ReferringClip(images, labels == scene.target, scene.expression,
-                             f"synthetic/{self.kind(index)}/{index:05d}", attributes=scene.attribute_maps(labels))
+        return self.scene(index).referring_clip(self.frames, f"synthetic/{self.kind(index)}/{index:05d}")
 
 
 class _Cast(NamedTuple):
