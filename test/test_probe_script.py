@@ -1,25 +1,14 @@
 """scripts/probe_image_features.py: the cell labels it probes for, and a run on a tiny model."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import torch
 
+from helpers import load_script
 from samwise_ros.data.synthetic import ATTRIBUTE_CLASSES, demo_scene
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "probe_image_features.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("probe_image_features", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_cells_are_labelled_with_the_shape_covering_them():
-    probe = load_script()
+    probe = load_script("probe_image_features")
     scene = demo_scene()  # 240x320: a red ball (the target), a green square, a blue triangle
     labels = probe.cell_labels(scene, image_size=320, resized_hw=(240, 320), cells=20)  # 16 px cells
     ball = scene.shapes[scene.target]
@@ -35,7 +24,7 @@ def test_cells_are_labelled_with_the_shape_covering_them():
 
 
 def test_probes_run_on_a_model_and_report_against_the_majority_class(tiny_model):
-    probe = load_script()
+    probe = load_script("probe_image_features")
     features, labels = probe.features_and_labels(tiny_model, scenes=4, level=2)
     assert features.shape[0] == labels.shape[0] > 0 and labels.shape[1] == 5
     assert torch.allclose(features.mean(0), torch.zeros(features.shape[1]), atol=1e-4)
