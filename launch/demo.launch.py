@@ -29,7 +29,7 @@ ARGUMENTS = {  # launch argument: (default, description)
     "mode": ("frame", "clip or frame"),
     "image": ("camera/image", "the camera topic between player and node"),
     "video": ("", "video file for the player (empty: the bundled synthetic scene)"),
-    "rate": ("10.0", "player frame rate"),
+    "rate": ("5.0", "player frame rate"),
     "shm_profile": ("true", "use this package's Fast DDS shared-memory profile"),
 }
 

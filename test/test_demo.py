@@ -58,8 +58,8 @@ def test_bundled_weights_follow_the_fixed_held_out_demo_clip_on_the_cpu():
 def test_bundled_weights_load_from_float16_and_segment_held_out_clips_on_the_cpu():
     """Random clips the demo weights never saw (samwise-train's held-out seed), 8 per expression kind,
     with look-alike distractors: far from the issue's appearance target (see the model card); this
-    holds them to what they measured (0.23 appearance, 0.32 motion, 0.51 time: mean 0.35), with an
-    untrained model of the same size at 0.04."""
+    holds them to what they measured (0.51 appearance, 0.46 motion, 0.48 time: mean 0.48; the
+    previous 128 px weights 0.35), with an untrained model of the same configuration at 0.03."""
     import torch
 
     from samwise_ros import Samwise
@@ -74,4 +74,4 @@ def test_bundled_weights_load_from_float16_and_segment_held_out_clips_on_the_cpu
     for kind in KINDS:
         clips = SyntheticReferringVideos(length=8, frames=8, kinds=(kind,), seed=HELD_OUT_SEED_OFFSET)
         scores.append(score_clips(model, [clips[i] for i in range(len(clips))])["eval_JF"])
-    assert np.mean(scores) >= 0.3, scores
+    assert np.mean(scores) >= 0.42, scores

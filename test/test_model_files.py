@@ -6,8 +6,9 @@ from safetensors.torch import save_file
 from transformers import CLIPTextConfig, RobertaConfig, RobertaModel
 
 from samwise_ros import Samwise, SamwiseConfig
-from samwise_ros.model.checkpoint import CheckpointError
+from samwise_ros.model.checkpoint import CheckpointError, read_directory
 from samwise_ros.model.samwise import TextQuery
+from samwise_ros.weights import demo_weights
 
 
 def test_save_and_load_round_trip_is_self_contained(tmp_path, tiny_model):
@@ -40,12 +41,14 @@ def test_float16_storage_halves_the_file_and_loads_as_float32(tmp_path, tiny_mod
         assert torch.equal(tensor, original[name].half().to(tensor.dtype) if tensor.is_floating_point() else original[name])
 
 
-def test_demo_preset_fits_the_package_weight_budget():
-    """The bundled demo model: at most 20 MB in float16 (2 bytes per parameter)."""
+def test_demo_preset_fits_the_package_weight_budget_and_describes_the_bundled_weights():
+    """The bundled demo model: at most 20 MB in float16 (2 bytes per parameter), built by the preset."""
     model = Samwise(SamwiseConfig.demo(vocab_size=300))
     parameters = sum(p.numel() for p in model.parameters())
     assert len(model.sam.memory_attention.layers) == 1 and len(model.sam.memory_encoder.fuser.layers) == 1
     assert 2 * parameters < 20e6
+    bundled, _, _ = read_directory(demo_weights())
+    assert bundled == SamwiseConfig.demo(vocab_size=bundled.text_encoder["vocab_size"])
 
 
 @pytest.mark.parametrize("damage, message", [

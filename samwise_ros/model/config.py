@@ -132,12 +132,13 @@ class SamwiseConfig:
 
     @classmethod
     def demo(cls, vocab_size: int = 1024, **changes: Any) -> "SamwiseConfig":
-        """The bundled demo model: `tiny` with one memory-attention layer and one memory-fuser block
-        (8.6 M parameters: 17 MB stored in float16, within the package's 20 MB budget)."""
+        """The bundled demo model: `tiny` at 256 px input with one memory-attention layer and one
+        memory-fuser block (8.6 M parameters: 17 MB stored in float16, within the package's 20 MB
+        budget). 256 px because SAM2's quarter-resolution masks cap J near 0.83 at 128 px."""
         tiny = cls.tiny(vocab_size)
         overrides = [*tiny.sam2_overrides, "++model.memory_attention.num_layers=1",
                      "++model.memory_encoder.fuser.num_layers=1"]
-        return dataclasses.replace(tiny, sam2_overrides=overrides, **changes)
+        return dataclasses.replace(tiny, sam2_overrides=overrides, **({"image_size": 256} | changes))
 
     # ---- serialisation -------------------------------------------------------------------
 
