@@ -49,6 +49,7 @@ from ..images import compressed_to_rgb, depth_to_array, image_to_rgb
 from .conversions import array_to_image, mask_to_image, stamp_to_seconds
 from .diagnostics import ProcessingStats, make_status
 from .parameters import declare_parameters, validate_changes
+from .spinning import spin_until_shutdown
 from .work_queue import WorkQueue
 
 NODE_NAME = "samwise"
@@ -413,9 +414,7 @@ def main(argv: list[str] | None = None, tracker_factory: TrackerFactory | None =
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        spin_until_shutdown(executor)
     finally:
         node.stop()
         executor.shutdown()

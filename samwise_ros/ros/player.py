@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -23,6 +23,7 @@ from std_msgs.msg import Header
 
 from ..data.synthetic import demo_scene
 from .conversions import array_to_image
+from .spinning import spin_until_shutdown
 
 END_OF_VIDEO = "end of the video"  # logged after the last frame when not looping
 
@@ -114,11 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         rclpy.logging.get_logger("samwise_player").fatal(f"cannot start: {error}")
         rclpy.try_shutdown()
         return 1
+    executor = SingleThreadedExecutor()
+    executor.add_node(player)
     try:
-        rclpy.spin(player)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        spin_until_shutdown(executor)
     finally:
+        executor.shutdown()
         player.destroy_node()
         rclpy.try_shutdown()
     return 0
