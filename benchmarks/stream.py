@@ -83,7 +83,8 @@ def run_mode(model: Samwise, mode: str, frames: list[np.ndarray], count: int, de
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", choices=("tiny", "official"), default="tiny")
+    parser.add_argument("--config", choices=("tiny", "demo", "official"), default="tiny",
+                        help="a preset with random weights (speed does not depend on them); demo: the demo weights' 256 px")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--frames", type=int, default=5000)
@@ -95,7 +96,8 @@ def main() -> int:
     precision = resolve_precision(args.precision, device)
     torch.manual_seed(0)
     tokenizer = train_roberta_tokenizer(scene_corpus(), Path(tempfile.mkdtemp()), 512)
-    config = SamwiseConfig.tiny(vocab_size=len(tokenizer)) if args.config == "tiny" else SamwiseConfig.official()
+    presets = {"tiny": SamwiseConfig.tiny, "demo": SamwiseConfig.demo}
+    config = presets[args.config](vocab_size=len(tokenizer)) if args.config in presets else SamwiseConfig.official()
     model = Samwise(config, tokenizer=tokenizer).prepare(device, precision)
     scene = demo_scene()
     frames = [scene.render(i)[0] for i in range(16)]
