@@ -20,9 +20,9 @@ import numpy as np
 
 from samwise_ros.data.synthetic import KINDS, Scene, SyntheticReferringVideos
 from samwise_ros.model import Samwise
-from samwise_ros.tracker import StreamTracker
+from samwise_ros.tools.train import HELD_OUT_SEED_OFFSET
+from samwise_ros.training.evaluation import segment_clip
 
-HELD_OUT_SEED = 1_000_003  # samwise-train's held-out scenes
 MIN_MASK_PIXELS = 20  # fewer: the mask counts as empty
 
 
@@ -52,14 +52,11 @@ def frame_outcome(scene: Scene, frame: int, mask: np.ndarray, truth: np.ndarray)
 
 def tally(model: Samwise, kind: str, scenes: int, frames: int, use_cme: bool | None = None):
     """(Counter of outcomes by phase, J on the frames where the target is picked)."""
-    dataset = SyntheticReferringVideos(length=scenes, frames=frames, kinds=(kind,), seed=HELD_OUT_SEED)
+    dataset = SyntheticReferringVideos(length=scenes, frames=frames, kinds=(kind,), seed=HELD_OUT_SEED_OFFSET)
     outcomes, target_j = Counter(), []
     for index in range(scenes):
         scene, clip = dataset.scene(index), dataset[index]
-        tracker = StreamTracker(model, clip_length=frames, mode="clip", use_cme=use_cme)
-        tracker.set_query(clip.expression)
-        results = [r for t, image in enumerate(clip.frames) for r in tracker.push(image, stamp=float(t))]
-        results += tracker.flush()
+        results = segment_clip(model, clip, use_cme=use_cme)
         first_frame = scene.shapes[scene.target].first_frame
         for frame, (result, truth) in enumerate(zip(results, clip.masks)):
             mask = result.mask.astype(bool)

@@ -21,9 +21,9 @@ import torch.nn.functional as F
 
 from samwise_ros.data.synthetic import ATTRIBUTE_CLASSES, SyntheticReferringVideos
 from samwise_ros.model import Samwise
+from samwise_ros.tools.train import HELD_OUT_SEED_OFFSET
 from samwise_ros.training.batches import clip_tensors
 
-HELD_OUT_SEED = 1_000_003  # samwise-train's held-out scenes
 MIN_COVER = 0.3
 TRAIN_SHARE = 0.7
 
@@ -52,7 +52,7 @@ def cell_labels(scene, image_size: int, resized_hw: tuple[int, int], cells: int)
 
 
 def features_and_labels(model: Samwise, scenes: int, level: int) -> tuple[torch.Tensor, torch.Tensor]:
-    clips = SyntheticReferringVideos(length=scenes, frames=3, kinds=("appearance",), seed=HELD_OUT_SEED)
+    clips = SyntheticReferringVideos(length=scenes, frames=3, kinds=("appearance",), seed=HELD_OUT_SEED_OFFSET)
     features, labels = [], []
     for index in range(scenes):
         clip = clips[index]

@@ -9,23 +9,26 @@ import torch
 
 from ..eval.scoring import ExpressionScore, score_expression, summarize_expressions
 from ..model import Samwise
-from ..tracker import StreamTracker
+from ..tracker import StreamTracker, TrackResult
 from .batches import clip_tensors
+
+
+def segment_clip(model: Samwise, clip, mode: str = "clip", use_cme: bool | None = None) -> list[TrackResult]:
+    """The tracker's results over one clip segmented from a clean state (one clip of its length): a
+    result per frame, in order."""
+    tracker = StreamTracker(model, clip_length=len(clip.frames), mode=mode, use_cme=use_cme)
+    tracker.set_query(clip.expression)
+    results = []
+    for index, frame in enumerate(clip.frames):
+        results += tracker.push(frame, stamp=float(index))
+    return results + tracker.flush()
 
 
 def clip_scores(model: Samwise, clips: Iterable, mode: str = "clip", use_cme: bool | None = None) -> list[ExpressionScore]:
     """Mean J and F over the frames of each clip, a clip segmented from a clean state."""
-    scores = []
-    for clip in clips:
-        tracker = StreamTracker(model, clip_length=len(clip.frames), mode=mode, use_cme=use_cme)
-        tracker.set_query(clip.expression)
-        results = []
-        for index, frame in enumerate(clip.frames):
-            results += tracker.push(frame, stamp=float(index))
-        results += tracker.flush()
-        scores.append(score_expression(clip.source, "0", clip.expression, list(clip.masks),
-                                       [result.mask for result in results]))
-    return scores
+    return [score_expression(clip.source, "0", clip.expression, list(clip.masks),
+                             [result.mask for result in segment_clip(model, clip, mode, use_cme)])
+            for clip in clips]
 
 
 def summarize(scores: list[ExpressionScore], prefix: str = "eval_") -> dict[str, float]:

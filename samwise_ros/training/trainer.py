@@ -81,9 +81,6 @@ class BatchLosses(nn.Module):
         self.model = model
         self.text_loss = text_loss
         self.clip_losses = nn.ModuleDict(clip_losses or {})
-        # per-pixel attribute maps are read by the clip losses only (the shape attribute loss): resized
-        # only for them, not on every step
-        self.resize_attributes = bool(self.clip_losses)
         self.train_object_scores = train_object_scores
         self.memoryless_mask_loss = memoryless_mask_loss
         self.autocast = autocast
@@ -99,7 +96,8 @@ class BatchLosses(nn.Module):
         auxiliary = {name: [] for name in self.clip_losses}
         device = self.model.device
         for clip in batch:
-            attributes = clip.attributes if self.resize_attributes else None
+            # per-pixel attribute maps are read by the clip losses only: resized for them, not on every step
+            attributes = clip.attributes if self.clip_losses else None
             tensors = clip_tensors(clip.frames, clip.masks, clip.expression, self.model.image_size, device, attributes)
             query = self.model.tokenize(tensors.expression)
             tensors, memory, first_index = self.clip_to_train(tensors, query)
