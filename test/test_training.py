@@ -358,6 +358,11 @@ def test_cli_pretrains_sam2_then_trains_on_shared_scenes_with_the_shape_attribut
     assert "SAM2 pre-trained for 2 steps: tracked-frame IoU" in capsys.readouterr().out
     (row,) = read_csv(tmp_path / "epochs.csv")
     assert int(row["step"]) == 2 and float(row["loss_shape_attributes"]) > 0
+    assert main(["--data", "synthetic", "--init", str(tmp_path / "last"), "--from-scratch",
+                 "--shape-attribute-loss", "--clip-length", "3", "--train-size", "1", "--eval-size", "0",
+                 "--frame-size", "48", "64", "--epochs", "1", "--batch-size", "1", "--device", "cpu",
+                 "--output", str(tmp_path / "fine_tuned")]) == 0
+    assert f"auxiliary heads from {tmp_path / 'last'}" in capsys.readouterr().out
     with pytest.raises(SystemExit):  # a stand-in for SAM2's pre-training: for models built from scratch
         main(["--data", "synthetic", "--config", "tiny", "--pretrain-sam2", "2", "--output", str(tmp_path)])
 
@@ -406,3 +411,30 @@ def test_shape_attribute_loss_teaches_the_image_embedding_what_shapes_look_like(
     resumed.resume(tmp_path / "last")
     saved, restored = trainer.auxiliary.state_dict(), resumed.auxiliary.state_dict()
     assert set(saved) == set(restored) and all(torch.equal(saved[k], restored[k]) for k in saved)
+
+
+def test_fine_tuning_from_a_run_directory_starts_from_its_auxiliary_heads(tokenizer, tmp_path):
+    """`--init` with a trainer's directory: the training-only heads come with the weights, the
+    optimiser and the schedule start afresh; heads of another kind, or none saved, are left as built."""
+    from samwise_ros.data.synthetic import SyntheticReferringVideos
+    from samwise_ros.training.shape_attributes import ShapeAttributeLoss
+
+    torch.manual_seed(0)
+    model = Samwise(SamwiseConfig.tiny(vocab_size=len(tokenizer)), tokenizer=tokenizer)
+    clips = SyntheticReferringVideos(length=2, frames=3, size=(96, 128), kinds=("appearance",), seed=3)
+    settings = TrainSettings(output=tmp_path, epochs=1, batch_size=2, lr=1e-3, from_scratch=True)
+    trained = Trainer(model, clips, settings, clip_losses={"shape_attributes": ShapeAttributeLoss(model)})
+    trained.step([clips[0], clips[1]])
+    trained.save(tmp_path / "run")
+
+    fine_tuning = Trainer(model, clips, settings, clip_losses={"shape_attributes": ShapeAttributeLoss(model)})
+    saved = trained.auxiliary.state_dict()
+    assert not all(torch.equal(saved[k], v) for k, v in fine_tuning.auxiliary.state_dict().items())
+    assert fine_tuning.warm_start_auxiliary(tmp_path / "run")
+    assert all(torch.equal(saved[k], v) for k, v in fine_tuning.auxiliary.state_dict().items())
+    assert fine_tuning.progress.step == 0 and not fine_tuning.optimizer.state
+
+    assert not Trainer(model, clips, settings).warm_start_auxiliary(tmp_path / "run")  # no heads to take
+    model.save(tmp_path / "weights_only")
+    other = Trainer(model, clips, settings, clip_losses={"shape_attributes": ShapeAttributeLoss(model)})
+    assert not other.warm_start_auxiliary(tmp_path / "weights_only")

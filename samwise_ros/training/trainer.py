@@ -295,6 +295,19 @@ class Trainer:
         }
         torch.save(state, directory / STATE_FILE)
 
+    def warm_start_auxiliary(self, directory: Path) -> bool:
+        """The auxiliary heads a run saved in `directory` (its `--init`), if it saved the same ones: a
+        fine-tuning run then starts from heads that fit the features instead of random ones, whose
+        first large gradients reshape the features they read. False where there are none to take."""
+        state_file = directory / STATE_FILE
+        if not state_file.is_file():
+            return False
+        saved = torch.load(state_file, map_location=self.device, weights_only=True).get("auxiliary", {})
+        if not saved or set(saved) != set(self.auxiliary.state_dict()):
+            return False
+        self.auxiliary.load_state_dict(saved)
+        return True
+
     def resume(self, directory: Path) -> None:
         """Continue from a directory written by `save` (weights, optimiser, epoch and step)."""
         from ..model.checkpoint import load_state_strict, read_directory
