@@ -175,8 +175,9 @@ def main(argv=None) -> int:
     trainer = Trainer(model, training_set, settings, evaluate, text_loss, clip_losses)
     if args.resume:
         trainer.resume(args.output / LAST)
-    elif args.init is not None and args.init.is_dir() and trainer.warm_start_auxiliary(args.init) and trainer.is_main:
-        print(f"auxiliary heads from {args.init}")
+    elif args.init is not None and args.init.is_dir():
+        if trainer.warm_start_auxiliary(args.init) and trainer.is_main:
+            print(f"auxiliary heads from {args.init}")
     progress = trainer.fit()
     if trainer.is_main:
         last = progress.history[-1] if progress.history else {}

@@ -295,14 +295,17 @@ class Trainer:
         }
         torch.save(state, directory / STATE_FILE)
 
+    def _read_state(self, directory: Path) -> dict:
+        """The optimiser state, auxiliary heads and progress `save` wrote (tensors only, no pickled code)."""
+        return torch.load(directory / STATE_FILE, map_location=self.device, weights_only=True)
+
     def warm_start_auxiliary(self, directory: Path) -> bool:
         """The auxiliary heads a run saved in `directory` (its `--init`), if it saved the same ones: a
         fine-tuning run then starts from heads that fit the features instead of random ones, whose
         first large gradients reshape the features they read. False where there are none to take."""
-        state_file = directory / STATE_FILE
-        if not state_file.is_file():
+        if not (directory / STATE_FILE).is_file():
             return False
-        saved = torch.load(state_file, map_location=self.device, weights_only=True).get("auxiliary", {})
+        saved = self._read_state(directory).get("auxiliary", {})
         if not saved or set(saved) != set(self.auxiliary.state_dict()):
             return False
         self.auxiliary.load_state_dict(saved)
@@ -314,7 +317,7 @@ class Trainer:
 
         _, weights, _ = read_directory(directory)
         load_state_strict(self.model, weights, f"resume directory {directory}")
-        state = torch.load(directory / STATE_FILE, map_location=self.device, weights_only=True)
+        state = self._read_state(directory)
         if "auxiliary" in state:  # saved before the auxiliary heads were
             self.auxiliary.load_state_dict(state["auxiliary"])
         self.optimizer.load_state_dict(state["optimizer"])
