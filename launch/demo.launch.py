@@ -7,12 +7,13 @@ and the overlay for rviz (`samwise-demo` runs the same two nodes without `ros2 l
 
 Topics (in the namespace argument, default samwise_demo): camera/image in; mask, result, overlay,
 centroid, cme_switch out. The Fast DDS shared-memory profile of this package is used unless
-shm_profile:=false.
+shm_profile:=false. The node comes from samwise.launch.py, so both launch files start it alike.
 """
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, SetEnvironmentVariable
 from launch.conditions import IfCondition
+from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
@@ -31,6 +32,11 @@ ARGUMENTS = {  # launch argument: (default, description)
     "video": ("", "video file for the player (empty: the bundled synthetic scene)"),
     "rate": ("5.0", "player frame rate"),
     "shm_profile": ("true", "use this package's Fast DDS shared-memory profile"),
+}
+PASSED_TO_NODE = ("namespace", "checkpoint", "tokenizer", "query", "device", "precision", "mode", "image")
+NODE_SETTINGS = {  # samwise.launch.py arguments fixed by the demo
+    "image_reliability": "reliable",  # the player publishes reliably and the demo should not lose frames
+    "publish_overlay": "true",
 }
 
 
@@ -52,25 +58,9 @@ def generate_launch_description():
         }],
         remappings=[("image", LaunchConfiguration("image"))],
     )
-    samwise = Node(
-        package="samwise_ros",
-        executable="samwise_node",
-        name="samwise",
-        namespace=LaunchConfiguration("namespace"),
-        output="screen",
-        parameters=[
-            PathJoinSubstitution([SHARE, "config", "samwise.yaml"]),
-            {
-                "checkpoint": ParameterValue(LaunchConfiguration("checkpoint"), value_type=str),
-                "tokenizer": ParameterValue(LaunchConfiguration("tokenizer"), value_type=str),
-                "query": ParameterValue(LaunchConfiguration("query"), value_type=str),
-                "device": ParameterValue(LaunchConfiguration("device"), value_type=str),
-                "precision": ParameterValue(LaunchConfiguration("precision"), value_type=str),
-                "mode": ParameterValue(LaunchConfiguration("mode"), value_type=str),
-                "image_reliability": "reliable",
-                "publish_overlay": True,
-            },
-        ],
-        remappings=[("image", LaunchConfiguration("image"))],
+    samwise = IncludeLaunchDescription(
+        PythonLaunchDescriptionSource(PathJoinSubstitution([SHARE, "launch", "samwise.launch.py"])),
+        launch_arguments=[*((name, LaunchConfiguration(name)) for name in PASSED_TO_NODE),
+                          *NODE_SETTINGS.items()],
     )
     return LaunchDescription([*arguments, shm_profile, player, samwise])

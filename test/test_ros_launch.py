@@ -25,8 +25,9 @@ NODE_TOPICS = {"image", "image/compressed", "depth", "camera_info", "text_query"
                "centroid", "cme_switch"}
 STAND_INS = {
     "launch": ["LaunchDescription"],
-    "launch.actions": ["DeclareLaunchArgument", "SetEnvironmentVariable"],
+    "launch.actions": ["DeclareLaunchArgument", "IncludeLaunchDescription", "SetEnvironmentVariable"],
     "launch.conditions": ["IfCondition"],
+    "launch.launch_description_sources": ["PythonLaunchDescriptionSource"],
     "launch.substitutions": ["LaunchConfiguration", "PathJoinSubstitution"],
     "launch_ros": [],
     "launch_ros.actions": ["Node"],
@@ -72,50 +73,101 @@ def walk(value):
             yield from walk(item)
 
 
-def typed_default(value, arguments: dict, value_type):
+def typed_default(value, defaults: dict, value_type):
     """The value a parameter gets when every launch argument keeps its default."""
     if type(value).__name__ != "ParameterValue":
         return value
     (configuration,) = value.args
     assert type(configuration).__name__ == "LaunchConfiguration"
-    text = arguments[configuration.args[0]].kwargs["default_value"]
+    text = defaults[configuration.args[0]]
     declared = value.kwargs["value_type"]
     assert declared is value_type, f"{configuration.args[0]}: {declared} for a {value_type} parameter"
     return {"true": True, "false": False}[text] if declared is bool else declared(text)
 
 
-@pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
-def test_launch_file_names_only_what_exists(path, monkeypatch):
-    py_compile.compile(str(path), doraise=True)
-    entities = load_description(path, monkeypatch)
+def declared_defaults(entities) -> dict:
+    """Launch argument name: its default text, for what a launch file declares."""
     arguments = {a.args[0]: a for a in of_kind(entities, "DeclareLaunchArgument")}
     used = {r.args[0] for r in walk(entities) if type(r).__name__ == "LaunchConfiguration"}
     assert used <= set(arguments), f"undeclared launch arguments: {used - set(arguments)}"
     assert all(a.kwargs.get("description") for a in arguments.values())
+    return {name: argument.kwargs["default_value"] for name, argument in arguments.items()}
 
-    nodes = of_kind(entities, "Node")
-    assert nodes
-    for node in nodes:
-        executable = node.kwargs["executable"]
-        assert node.kwargs["package"] == "samwise_ros" and (REPO / "scripts" / executable).is_file()
-        if executable == "samwise_node":
-            table = {name: spec.default for name, spec in PARAMETERS_BY_NAME.items()}
-            topics = NODE_TOPICS
-            checks = {name: spec.problem for name, spec in PARAMETERS_BY_NAME.items()}
-        else:
-            table = {name: default for name, (default, _) in player.PARAMETERS.items()}
-            topics = {"image"}
-            checks = {}
-        for entry in node.kwargs["parameters"]:
-            if not isinstance(entry, dict):
-                continue  # a parameters file
-            for name, value in entry.items():
-                assert name in table, f"{path.name}: {executable} has no parameter {name!r}"
-                value = typed_default(value, arguments, type(table[name]))
-                assert type(value) is type(table[name]), (name, value)
-                assert name not in checks or checks[name](value) is None
-        for source, _ in node.kwargs.get("remappings", []):
-            assert source in topics, f"{path.name}: {executable} has no topic {source!r}"
+
+def included_defaults(include, defaults: dict, monkeypatch):
+    """The entities of the launch file an IncludeLaunchDescription names, and its launch arguments'
+    defaults as the including file sets them (its own defaults where it passes a launch argument)."""
+    (source,) = include.args
+    (path_parts,) = source.args[0].args
+    path = REPO / "launch" / path_parts[-1]
+    assert path_parts[-2] == "launch" and path.is_file(), path_parts
+    entities = load_description(path, monkeypatch)
+    resolved = declared_defaults(entities)
+    for name, value in include.kwargs["launch_arguments"]:
+        assert name in resolved, f"{path.name} declares no launch argument {name!r}"
+        if type(value).__name__ == "LaunchConfiguration":
+            value = defaults[value.args[0]]
+        assert isinstance(value, str), (name, value)
+        resolved[name] = value
+    return path, entities, resolved
+
+
+def check_node(path, node, defaults: dict):
+    executable = node.kwargs["executable"]
+    assert node.kwargs["package"] == "samwise_ros" and (REPO / "scripts" / executable).is_file()
+    if executable == "samwise_node":
+        table = {name: spec.default for name, spec in PARAMETERS_BY_NAME.items()}
+        topics = NODE_TOPICS
+        checks = {name: spec.problem for name, spec in PARAMETERS_BY_NAME.items()}
+    else:
+        table = {name: default for name, (default, _) in player.PARAMETERS.items()}
+        topics = {"image"}
+        checks = {}
+    for entry in node.kwargs["parameters"]:
+        if not isinstance(entry, dict):
+            continue  # a parameters file
+        for name, value in entry.items():
+            assert name in table, f"{path.name}: {executable} has no parameter {name!r}"
+            value = typed_default(value, defaults, type(table[name]))
+            assert type(value) is type(table[name]), (name, value)
+            assert name not in checks or checks[name](value) is None, (path.name, name, value)
+    for source, _ in node.kwargs.get("remappings", []):
+        assert source in topics, f"{path.name}: {executable} has no topic {source!r}"
+
+
+@pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
+def test_launch_file_names_only_what_exists(path, monkeypatch):
+    """Every node of the file, and of the files it includes with the arguments it passes them."""
+    py_compile.compile(str(path), doraise=True)
+    entities = load_description(path, monkeypatch)
+    defaults = declared_defaults(entities)
+    launched = [(path, node, defaults) for node in of_kind(entities, "Node")]
+    for include in of_kind(entities, "IncludeLaunchDescription"):
+        included, included_entities, resolved = included_defaults(include, defaults, monkeypatch)
+        launched += [(included, node, resolved) for node in of_kind(included_entities, "Node")]
+    assert launched
+    for source, node, node_defaults in launched:
+        check_node(source, node, node_defaults)
+
+
+def test_demo_launch_starts_the_player_and_the_node_for_rviz(monkeypatch):
+    """The demo's node gets the player's topic, frame mode, reliable images and the overlay."""
+    entities = load_description(REPO / "launch" / "demo.launch.py", monkeypatch)
+    defaults = declared_defaults(entities)
+    (player_node,) = of_kind(entities, "Node")
+    assert player_node.kwargs["executable"] == "samwise_player"
+    (include,) = of_kind(entities, "IncludeLaunchDescription")
+    _, node_entities, resolved = included_defaults(include, defaults, monkeypatch)
+    (node,) = of_kind(node_entities, "Node")
+    parameters = {}
+    for entry in node.kwargs["parameters"]:
+        if isinstance(entry, dict):
+            parameters |= {name: typed_default(value, resolved, type(PARAMETERS_BY_NAME[name].default))
+                           for name, value in entry.items()}
+    assert parameters["mode"] == "frame" and parameters["image_reliability"] == "reliable"
+    assert parameters["publish_overlay"] is True and parameters["query"] == defaults["query"]
+    assert resolved["image"] == defaults["image"] == "camera/image"
+    assert resolved["namespace"] == defaults["namespace"]
 
 
 def test_executables_are_declared_for_pip_and_colcon():
