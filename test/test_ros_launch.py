@@ -23,6 +23,7 @@ from samwise_ros.params import PARAMETERS_BY_NAME
 LAUNCH_FILES = sorted((REPO / "launch").glob("*.launch.py"))
 NODE_TOPICS = {"image", "image/compressed", "depth", "camera_info", "text_query", "mask", "result", "overlay",
                "centroid", "cme_switch"}
+NODE_PARAMETER_DEFAULTS = {name: spec.default for name, spec in PARAMETERS_BY_NAME.items()}
 STAND_INS = {
     "launch": ["LaunchDescription"],
     "launch.actions": ["DeclareLaunchArgument", "IncludeLaunchDescription", "SetEnvironmentVariable"],
@@ -112,25 +113,33 @@ def included_defaults(include, defaults: dict, monkeypatch):
     return path, entities, resolved
 
 
+def typed_parameters(path, node, defaults: dict, table: dict) -> dict:
+    """The parameters a node is given (parameters files aside) with the values they get when every
+    launch argument keeps its default, typed as `table`'s defaults declare."""
+    values = {}
+    for entry in node.kwargs["parameters"]:
+        if not isinstance(entry, dict):
+            continue  # a parameters file
+        for name, value in entry.items():
+            assert name in table, f"{path.name}: {node.kwargs['executable']} has no parameter {name!r}"
+            values[name] = typed_default(value, defaults, type(table[name]))
+    return values
+
+
 def check_node(path, node, defaults: dict):
     executable = node.kwargs["executable"]
     assert node.kwargs["package"] == "samwise_ros" and (REPO / "scripts" / executable).is_file()
     if executable == "samwise_node":
-        table = {name: spec.default for name, spec in PARAMETERS_BY_NAME.items()}
+        table = NODE_PARAMETER_DEFAULTS
         topics = NODE_TOPICS
         checks = {name: spec.problem for name, spec in PARAMETERS_BY_NAME.items()}
     else:
         table = {name: default for name, (default, _) in player.PARAMETERS.items()}
         topics = {"image"}
         checks = {}
-    for entry in node.kwargs["parameters"]:
-        if not isinstance(entry, dict):
-            continue  # a parameters file
-        for name, value in entry.items():
-            assert name in table, f"{path.name}: {executable} has no parameter {name!r}"
-            value = typed_default(value, defaults, type(table[name]))
-            assert type(value) is type(table[name]), (name, value)
-            assert name not in checks or checks[name](value) is None, (path.name, name, value)
+    for name, value in typed_parameters(path, node, defaults, table).items():
+        assert type(value) is type(table[name]), (name, value)
+        assert name not in checks or checks[name](value) is None, (path.name, name, value)
     for source, _ in node.kwargs.get("remappings", []):
         assert source in topics, f"{path.name}: {executable} has no topic {source!r}"
 
@@ -157,13 +166,9 @@ def test_demo_launch_starts_the_player_and_the_node_for_rviz(monkeypatch):
     (player_node,) = of_kind(entities, "Node")
     assert player_node.kwargs["executable"] == "samwise_player"
     (include,) = of_kind(entities, "IncludeLaunchDescription")
-    _, node_entities, resolved = included_defaults(include, defaults, monkeypatch)
+    included, node_entities, resolved = included_defaults(include, defaults, monkeypatch)
     (node,) = of_kind(node_entities, "Node")
-    parameters = {}
-    for entry in node.kwargs["parameters"]:
-        if isinstance(entry, dict):
-            parameters |= {name: typed_default(value, resolved, type(PARAMETERS_BY_NAME[name].default))
-                           for name, value in entry.items()}
+    parameters = typed_parameters(included, node, resolved, NODE_PARAMETER_DEFAULTS)
     assert parameters["mode"] == "frame" and parameters["image_reliability"] == "reliable"
     assert parameters["publish_overlay"] is True and parameters["query"] == defaults["query"]
     assert resolved["image"] == defaults["image"] == "camera/image"
