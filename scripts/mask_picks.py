@@ -6,7 +6,7 @@ shape whose footprint it overlaps most (among the shapes already shown), and cou
 look-alike (by the attributes in which it differs from the target: "size", "colour+size", ...), as empty,
 or, on frames where the target is not visible, as empty (right) or a false positive. J is averaged over
 the frames where the target is picked: mask quality apart from the choice of shape. On appears-later
-scenes the counts are split before and after the target's first frame.
+and switch scenes the counts are split before and after the target's first frame.
 
     python scripts/mask_picks.py samwise_ros/weights/demo --kind appearance --scenes 30
 """
@@ -61,7 +61,7 @@ def tally(model: Samwise, kind: str, scenes: int, frames: int, use_cme: bool | N
         for frame, (result, truth) in enumerate(zip(results, clip.masks)):
             mask = result.mask.astype(bool)
             outcome = frame_outcome(scene, frame, mask, truth)
-            phase = "" if kind != "time" else ("before it appears: " if frame < first_frame else "after: ")
+            phase = "" if not first_frame else ("before it appears: " if frame < first_frame else "after: ")
             outcomes[phase + outcome] += 1
             if outcome == "target":
                 target_j.append((mask & truth).sum() / (mask | truth).sum())

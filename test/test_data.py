@@ -41,7 +41,7 @@ def test_synthetic_clips_are_deterministic_and_seeded():
         clip = first[index]
         assert clip.frames.shape == (4, 48, 64, 3) and clip.frames.dtype == np.uint8
         assert clip.masks.shape == (4, 48, 64) and clip.masks.dtype == bool
-        assert clip.source == f"synthetic/{KINDS[index % 3]}/{index:05d}"
+        assert clip.source == f"synthetic/{KINDS[index % len(KINDS)]}/{index:05d}"
         same = again[index]
         assert np.array_equal(clip.frames, same.frames) and np.array_equal(clip.masks, same.masks)
         assert clip.expression == same.expression
@@ -76,7 +76,7 @@ def test_synthetic_motion_and_time_expressions_need_motion_and_time(scenes):
     dataset, all_scenes = scenes
     for index, scene in enumerate(all_scenes):
         kind = dataset.kind(index)
-        needed = {"appearance": None, "motion": "direction", "time": "appears_later"}[kind]
+        needed = {"appearance": None, "motion": "direction", "time": "appears_later", "switch": "appears_later"}[kind]
         if needed:  # without it, the description also fits a look-alike
             vaguer = replace(scene.description, **{needed: None})
             assert sum(vaguer.covers(scene.describe(i)) for i in range(len(scene.shapes))) > 1, scene.expression
@@ -95,6 +95,24 @@ def test_synthetic_time_target_appears_later_while_a_look_alike_is_there_through
         twins = [i for i in range(len(scene.shapes)) if i != scene.target and
                  Description(look.shape, look.colour, look.size).covers(scene.describe(i))]
         assert any(all(visible(scene, twin, frame).any() for frame in range(8)) for twin in twins)
+
+
+def test_synthetic_switch_look_alike_pops_in_first_and_the_target_in_the_second_half(scenes):
+    """The memory's first match of "appears later" is the look-alike; the expression fits the target only."""
+    dataset, all_scenes = scenes
+    switch_scenes = [scene for index, scene in enumerate(all_scenes) if dataset.kind(index) == "switch"]
+    assert switch_scenes
+    for scene in switch_scenes:
+        appears = scene.shapes[scene.target].first_frame
+        assert 4 <= appears <= 6  # the second half, shown twice at least
+        look = scene.describe(scene.target)
+        twins = [i for i in range(len(scene.shapes)) if i != scene.target and
+                 Description(look.shape, look.colour, look.size).covers(scene.describe(i))]
+        entries = [scene.shapes[twin].first_frame for twin in twins]
+        assert entries and all(0 < entry <= appears // 2 for entry in entries)
+        alone = [visible(scene, twin, frame).any() for twin in twins for frame in range(min(entries), appears)]
+        assert all(alone) and not any(scene.render(frame)[1].any() for frame in range(appears))
+        assert scene.appears_later(scene.target) and not any(scene.appears_later(twin) for twin in twins)
 
 
 def test_synthetic_scenes_shared_by_several_expressions_refer_to_different_shapes():
@@ -120,6 +138,9 @@ def test_synthetic_options():
         only_time[3]
     with pytest.raises(ValueError):
         SyntheticReferringVideos(frames=2)
+    with pytest.raises(ValueError, match="at least 4 frames"):  # the look-alike alone, then the target twice
+        SyntheticReferringVideos(frames=3, kinds=("time", "switch"))
+    assert SyntheticReferringVideos(frames=3, kinds=("time",)).frames == 3
     with pytest.raises(ValueError):
         SyntheticReferringVideos(kinds=("colour",))
     with pytest.raises(ValueError):

@@ -147,6 +147,48 @@ def test_from_scratch_trains_with_the_batch_norm_statistics_inference_uses(token
         assert torch.equal(norm.running_mean, before) == from_scratch
 
 
+def test_training_only_the_cme_leaves_every_other_weight_and_statistic_as_it_was(tokenizer, tmp_path):
+    """--train-only cme: the optimiser holds the CME's parameters alone, and a step on a clip the CME
+    decides on (frame 5) changes nothing else, not even the frozen adapters' BatchNorm statistics."""
+    from samwise_ros.tools.train import parse_args
+
+    torch.manual_seed(0)
+    model = Samwise(SamwiseConfig.tiny(vocab_size=len(tokenizer)), tokenizer=tokenizer)
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    trainer = Trainer(model, SceneClips([0]), TrainSettings(output=tmp_path, lr=1e-3, modules=("cme",)))
+    named = dict(model.named_parameters())
+    assert {name for name, param in named.items() if any(param is p for p in trainer.parameters)} == {
+        name for name in named if name.startswith("cme.")}
+    values = trainer.step([SceneClips([0])[0]])
+    assert "loss_cme" in values
+    changed = {name for name, tensor in model.state_dict().items() if not torch.equal(tensor, before[name])}
+    assert changed and all(name.startswith("cme.") for name in changed), changed
+    with pytest.raises(SystemExit):
+        parse_args(["--train-only", "cme", "--from-scratch"])
+    with pytest.raises(SystemExit):
+        parse_args(["--train-only", "sam"])
+    with pytest.raises(ValueError, match="not trainable"):
+        model.freeze_for_training(("sam",))
+
+
+def test_lr_scales_give_a_module_its_own_learning_rate_under_the_schedule(tokenizer, tmp_path):
+    torch.manual_seed(0)
+    model = Samwise(SamwiseConfig.tiny(vocab_size=len(tokenizer)), tokenizer=tokenizer)
+    settings = TrainSettings(output=tmp_path, lr=1e-3, from_scratch=True, warmup_steps=4,
+                             lr_scales={"sam.memory_encoder": 20.0})
+    trainer = Trainer(model, SceneClips([0]), settings)
+    scaled, rest = trainer.optimizer.param_groups
+    encoder = {id(p) for p in model.sam.memory_encoder.parameters()}
+    assert {id(p) for p in scaled["params"]} == encoder
+    assert not encoder & {id(p) for p in rest["params"]}
+    assert len(scaled["params"]) + len(rest["params"]) == len(trainer.parameters)
+    trainer.step([SceneClips([0])[0]])
+    assert scaled["lr"] == pytest.approx(20 * rest["lr"]) and rest["lr"] == pytest.approx(1e-3 * 2 / 4)
+    with pytest.raises(ValueError, match="no trainable parameter"):
+        Trainer(model, SceneClips([0]), TrainSettings(output=tmp_path, lr_scales={"sam.memory_encoder": 2.0},
+                                                      modules=("cme",)))
+
+
 def test_prompt_attribute_loss_trains_the_text_prompt_with_its_probes(tokenizer, tmp_path):
     from samwise_ros.training.text_pretraining import AttributeProbes
 

@@ -5,7 +5,9 @@ the object an expression refers to. Deterministic for a given seed.
 - appearance: "the small green square" (distractors share the shape, the colour, or both);
 - motion: "the ball moving to the left" (a distractor that looks the same moves another way);
 - time: "the triangle that appears later" (the target pops in partway through while a look-alike is
-  visible from the first frame: a memory that locks onto the first match must switch, the CME's job).
+  visible from the first frame);
+- switch: the same expression, but the look-alike pops in first and the target in the second half of
+  the video: a memory that locked onto the first match must switch, the CME's job.
 In every scene a shape of another kind passes over the target, so the masks are its visible pixels.
 """
 
@@ -31,7 +33,7 @@ SHAPES = ("ball", "square", "triangle")
 SIZES = {"small": (0.05, 0.07), "large": (0.10, 0.13)}  # radius range, as a fraction of min(H, W)
 LARGE_FROM = 0.085  # a radius of at least this fraction of min(H, W) is "large"
 DIRECTIONS = ("left", "right", "up", "down")
-KINDS = ("appearance", "motion", "time")
+KINDS = ("appearance", "motion", "time", "switch")
 # per-pixel attribute maps of training clips: the classes of each attribute a look-alike differs in
 ATTRIBUTE_CLASSES = {"colour": tuple(COLOURS), "shape": SHAPES, "size": tuple(SIZES)}
 
@@ -158,7 +160,13 @@ class Scene:
         """Everything an expression could say about shape `index`."""
         shape = self.shapes[index]
         size = "large" if shape.radius >= LARGE_FROM * min(self.height, self.width) else "small"
-        return Description(shape.shape, shape.colour, size, shape.direction, shape.first_frame > 0)
+        return Description(shape.shape, shape.colour, size, shape.direction, self.appears_later(index))
+
+    def appears_later(self, index: int) -> bool:
+        """Shape `index` pops in after the first frame and after every other shape of its kind."""
+        first = self.shapes[index].first_frame
+        return first > 0 and all(first > other.first_frame for i, other in enumerate(self.shapes)
+                                 if i != index and other.shape == self.shapes[index].shape)
 
     def frames(self, count: int):
         for frame in range(count):
@@ -183,10 +191,12 @@ class SyntheticReferringVideos(Dataset):
 
     def __init__(self, length: int = 1000, frames: int = 8, size: tuple[int, int] = (240, 320),
                  kinds: tuple[str, ...] = KINDS, seed: int = 0, expressions_per_scene: int = 1):
-        if frames < 3:
-            raise ValueError("a scene needs at least 3 frames (time: a look-alike alone, then the target twice)")
         if not kinds or set(kinds) - set(KINDS):
             raise ValueError(f"kinds must be a non-empty subset of {KINDS}, got {kinds}")
+        needed = max(MIN_FRAMES.get(kind, 3) for kind in kinds)
+        if frames < needed:
+            raise ValueError(f"{', '.join(kinds)} scenes need at least {needed} frames, got {frames}"
+                             " (time: a look-alike alone, then the target twice)")
         if expressions_per_scene < 1:
             raise ValueError(f"expressions_per_scene must be at least 1, got {expressions_per_scene}")
         self.length, self.frames, self.size, self.kinds, self.seed = length, frames, tuple(size), tuple(kinds), seed
@@ -312,7 +322,17 @@ def _time_cast(make: _ShapeMaker) -> _Cast:
     return _Cast(target, make.clutter(shape), [twin], ("appears_later",))
 
 
-CASTS = {"appearance": _appearance_cast, "motion": _motion_cast, "time": _time_cast}
+def _switch_cast(make: _ShapeMaker) -> _Cast:
+    shape, colour, size = make.look()
+    appears = int(make.rng.integers(make.frames // 2, make.frames - 1))  # <= T-2: shown twice at least
+    target = make.shape(shape, colour, size, make.pick(DIRECTIONS), first_frame=appears)
+    # same look, popping in first and alone for a while: the first match of "appears later"
+    twin = make.shape(shape, colour, size, make.pick(DIRECTIONS), first_frame=int(make.rng.integers(1, appears // 2 + 1)))
+    return _Cast(target, make.clutter(shape), [twin], ("appears_later",))
+
+
+CASTS = {"appearance": _appearance_cast, "motion": _motion_cast, "time": _time_cast, "switch": _switch_cast}
+MIN_FRAMES = {"switch": 4}  # the look-alike alone, then the target twice (other kinds: 3)
 
 
 def build_scene(rng: np.random.Generator, kind: str, frames: int, height: int, width: int) -> Scene:

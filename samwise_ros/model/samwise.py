@@ -21,8 +21,8 @@ from .text_encoder import build_text_encoder
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
-# Names of the modules trained on top of the frozen SAM2 and text encoder (the release's rule).
-TRAINABLE_PREFIXES = ("adapters.", "cme.", "text_prompt.")
+# The modules trained on top of the frozen SAM2 and text encoder (the release's rule).
+TRAINABLE_MODULES = ("adapters", "cme", "text_prompt")
 
 VerbTagger = Callable[[str], Sequence[tuple[int, int]]]  # text -> character spans of its verbs
 
@@ -230,12 +230,17 @@ class Samwise(nn.Module):
         last_switch = torch.zeros((), dtype=torch.long, device=self.device)
         return StreamMemory(bank=bank, last_cme_switch=last_switch, fusion_context=context)
 
-    def trainable_parameter_names(self) -> list[str]:
-        """Parameters the release trains (adapters, CME, text prompt MLP); the rest stays frozen."""
-        return [name for name, _ in self.named_parameters() if name.startswith(TRAINABLE_PREFIXES)]
+    def trainable_parameter_names(self, modules: Sequence[str] = TRAINABLE_MODULES) -> list[str]:
+        """Parameters the release trains (adapters, CME, text prompt MLP), or those of `modules` among
+        them; the rest stays frozen."""
+        unknown = set(modules) - set(TRAINABLE_MODULES)
+        if unknown:
+            raise ValueError(f"not trainable modules: {sorted(unknown)}; trainable: {TRAINABLE_MODULES}")
+        prefixes = tuple(f"{module}." for module in modules)
+        return [name for name, _ in self.named_parameters() if name.startswith(prefixes)]
 
-    def freeze_for_training(self) -> None:
-        trainable = set(self.trainable_parameter_names())
+    def freeze_for_training(self, modules: Sequence[str] = TRAINABLE_MODULES) -> None:
+        trainable = set(self.trainable_parameter_names(modules))
         for name, param in self.named_parameters():
             param.requires_grad_(name in trainable)
 

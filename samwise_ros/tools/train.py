@@ -17,6 +17,7 @@ import torch
 
 from ..data.synthetic import KINDS, SyntheticReferringVideos, scene_corpus
 from ..model import Samwise, SamwiseConfig
+from ..model.samwise import TRAINABLE_MODULES
 from ..model.tokenizer import train_roberta_tokenizer
 from ..runtime import resolve_device
 from ..training.evaluation import clip_scores, decoder_input_scales, summarize
@@ -56,6 +57,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     model.add_argument("--config", choices=PRESETS, default="tiny", help="random weights of a preset")
     training = parser.add_argument_group("training")
     training.add_argument("--from-scratch", action="store_true", help="train every parameter (tiny models)")
+    training.add_argument("--train-only", nargs="+", choices=TRAINABLE_MODULES, metavar="MODULE",
+                          help=f"train only these of the release's modules ({', '.join(TRAINABLE_MODULES)}), "
+                               "e.g. cme on streams where the memory must switch")
     training.add_argument("--pretrain-text", type=int, default=0, metavar="STEPS",
                           help="first pre-train the text encoder on the synthetic expressions' attributes (from "
                                "scratch: a stand-in for a pre-trained RoBERTa)")
@@ -72,6 +76,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     training.add_argument("--epochs", type=int, default=1)
     training.add_argument("--batch-size", type=int, default=2)
     training.add_argument("--lr", type=float, default=1e-5, help="the paper: 1e-4 pre-training, 1e-5 on video")
+    training.add_argument("--lr-scale", nargs="+", default=[], metavar="PREFIX=FACTOR",
+                          help="learning-rate multipliers of the parameters whose names start with PREFIX, "
+                               "e.g. sam.memory_encoder=20")
     training.add_argument("--warmup-steps", type=int, default=0, help="linear learning-rate warm-up")
     training.add_argument("--cosine", action="store_true", help="cosine learning-rate decay to 0 at the end")
     training.add_argument("--clip-max-norm", type=float, default=1.0)
@@ -83,6 +90,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     training.add_argument("--output", type=Path, default=Path("runs/samwise"))
     training.add_argument("--resume", action="store_true", help="continue from OUTPUT/last")
     args = parser.parse_args(argv)
+    try:
+        args.lr_scale = {prefix: float(factor) for prefix, factor in (item.split("=") for item in args.lr_scale)}
+    except ValueError:
+        parser.error(f"--lr-scale takes PREFIX=FACTOR items, got {args.lr_scale}")
+    if args.train_only and args.from_scratch:
+        parser.error("--train-only picks among the release's modules; --from-scratch trains every parameter")
     if args.history_clips < 0 or (args.history_clips and args.data == "refcoco"):
         parser.error("--history-clips takes K >= 0 earlier clips of video data (not refcoco's images)")
     for flag, used in (("--pretrain-text", args.pretrain_text), ("--pretrain-sam2", args.pretrain_sam2),
@@ -167,7 +180,9 @@ def main(argv=None) -> int:
         evaluate = lambda m: scores_by_kind(m, held_out)  # noqa: E731
 
     settings = TrainSettings(output=args.output, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                             clip_max_norm=args.clip_max_norm, from_scratch=args.from_scratch, seed=args.seed,
+                             clip_max_norm=args.clip_max_norm, from_scratch=args.from_scratch,
+                             modules=tuple(args.train_only or TRAINABLE_MODULES), lr_scales=args.lr_scale,
+                             seed=args.seed,
                              workers=args.workers, warmup_steps=args.warmup_steps, cosine=args.cosine,
                              memoryless_mask_loss=args.memoryless_mask_loss, precision=args.precision,
                              history_clips=args.history_clips)

@@ -13,10 +13,11 @@ from ..tracker import StreamTracker, TrackResult
 from .batches import clip_tensors
 
 
-def segment_clip(model: Samwise, clip, mode: str = "clip", use_cme: bool | None = None) -> list[TrackResult]:
-    """The tracker's results over one clip segmented from a clean state (one clip of its length): a
-    result per frame, in order."""
-    tracker = StreamTracker(model, clip_length=len(clip.frames), mode=mode, use_cme=use_cme)
+def segment_clip(model: Samwise, clip, mode: str = "clip", use_cme: bool | None = None,
+                 clip_length: int | None = None) -> list[TrackResult]:
+    """The tracker's results over one clip segmented from a clean state (in clips of `clip_length`
+    frames, by default one of the clip's length): a result per frame, in order."""
+    tracker = StreamTracker(model, clip_length=clip_length or len(clip.frames), mode=mode, use_cme=use_cme)
     tracker.set_query(clip.expression)
     results = []
     for index, frame in enumerate(clip.frames):

@@ -21,6 +21,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from ..model import Samwise
+from ..model.samwise import TRAINABLE_MODULES
 from ..model.memory import StreamMemory
 from .batches import ClipTensors, clip_tensors
 from .losses import cme_loss, mask_losses, object_score_loss
@@ -41,6 +42,11 @@ class TrainSettings:
     lr: float = 1e-5
     clip_max_norm: float = 1.0
     from_scratch: bool = False  # train every parameter (tiny models), not only the release's modules
+    # else the release's modules, or only these of them (e.g. ("cme",): the CME on a finished model)
+    modules: tuple[str, ...] = TRAINABLE_MODULES
+    # learning-rate multipliers by parameter-name prefix, e.g. {"sam.memory_encoder": 20}: a module whose
+    # inputs are on another scale than the rest's learns at its own pace
+    lr_scales: dict[str, float] = field(default_factory=dict)
     seed: int = 0
     workers: int = 0
     log_every: int = 10
@@ -174,14 +180,15 @@ class Trainer:
             for param in model.parameters():
                 param.requires_grad_(True)
         else:
-            model.freeze_for_training()
+            model.freeze_for_training(settings.modules)
         batch_losses = BatchLosses(model, text_loss, train_object_scores=settings.from_scratch,
                                    memoryless_mask_loss=settings.memoryless_mask_loss, autocast=self._autocast,
                                    history_clips=settings.history_clips, clip_losses=clip_losses)
         text = {"text": text_loss} if text_loss is not None else {}
         self.auxiliary = nn.ModuleDict({"clip": batch_losses.clip_losses} | text)
         self.parameters = [p for p in model.parameters() if p.requires_grad] + list(self.auxiliary.parameters())
-        self.optimizer = torch.optim.AdamW(self.parameters, lr=settings.lr, weight_decay=0.0)
+        self.optimizer = torch.optim.AdamW(parameter_groups(model, self.auxiliary, settings.lr, settings.lr_scales),
+                                           weight_decay=0.0)
         # the CME is unused on clips shorter than its window (image data): hence find_unused_parameters
         self.network = (DistributedDataParallel(batch_losses, find_unused_parameters=True)
                         if self.world_size > 1 else batch_losses)
@@ -205,8 +212,7 @@ class Trainer:
 
     def step(self, batch) -> dict[str, float]:
         self.network.train()
-        if self.settings.from_scratch:
-            freeze_batch_norm_statistics(self.model)
+        freeze_batch_norm_statistics(self.model, everywhere=self.settings.from_scratch)
         losses, cme_labels = self.network(batch)
         total = sum(losses.values())
         if not torch.isfinite(total):
@@ -336,17 +342,20 @@ def batch_norms(model: nn.Module) -> list[nn.Module]:
     return [module for module in model.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
 
 
-def freeze_batch_norm_statistics(model: nn.Module) -> None:
-    """BatchNorm layers normalise with their running statistics while training, as at inference.
+def freeze_batch_norm_statistics(model: nn.Module, everywhere: bool) -> None:
+    """BatchNorm layers of frozen modules normalise with their running statistics, as at inference;
+    `everywhere`: every BatchNorm does, trained or not.
 
     The CMT adapters' BatchNorm sees one clip per forward. A model trained from scratch with batch
     statistics learns to rely on that per-clip normalisation, and with running statistics at
     inference its masks vanish (measured on held-out clips: the same weights give masks with batch
     statistics and almost none with running ones, even recalibrated). With the statistics frozen,
     training optimises what inference runs.
-    The release's fine-tuning keeps PyTorch's default (its adapters sit on pre-trained SAM2 features)."""
+    The release's fine-tuning keeps PyTorch's default for the modules it trains (its adapters sit on
+    pre-trained SAM2 features); a frozen module must not drift."""
     for norm in batch_norms(model):
-        norm.eval()
+        if everywhere or not any(param.requires_grad for param in norm.parameters()):
+            norm.eval()
 
 
 def cme_label_shares(labels: torch.Tensor) -> dict[str, float]:
@@ -355,6 +364,22 @@ def cme_label_shares(labels: torch.Tensor) -> dict[str, float]:
     count = labels.numel()
     return {"cme_switch_labels": (labels == 1).sum().item() / count,
             "cme_ignored_labels": (labels == -1).sum().item() / count}
+
+
+def parameter_groups(model: nn.Module, auxiliary: nn.Module, lr: float, lr_scales: dict[str, float]) -> list[dict]:
+    """The trainable parameters as optimiser groups: one per prefix of `lr_scales` (at lr times its
+    factor), one for the rest and the auxiliary heads (at lr). A prefix matching nothing trainable is an error."""
+    scaled = {prefix: [] for prefix in lr_scales}
+    rest = []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            prefix = next((prefix for prefix in lr_scales if name.startswith(prefix)), None)
+            (rest if prefix is None else scaled[prefix]).append(param)
+    empty = [prefix for prefix, params in scaled.items() if not params]
+    if empty:
+        raise ValueError(f"no trainable parameter starts with {empty}")
+    groups = [{"params": params, "lr": lr * lr_scales[prefix]} for prefix, params in scaled.items()]
+    return [*groups, {"params": rest + list(auxiliary.parameters()), "lr": lr}]
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, cosine: bool) -> float:
