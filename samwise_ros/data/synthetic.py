@@ -34,6 +34,7 @@ SIZES = {"small": (0.05, 0.07), "large": (0.10, 0.13)}  # radius range, as a fra
 LARGE_FROM = 0.085  # a radius of at least this fraction of min(H, W) is "large"
 DIRECTIONS = ("left", "right", "up", "down")
 KINDS = ("appearance", "motion", "time", "switch")
+DEFAULT_KINDS = ("appearance", "motion", "time")  # switch is asked for by name (it needs 4 frames or more)
 # per-pixel attribute maps of training clips: the classes of each attribute a look-alike differs in
 ATTRIBUTE_CLASSES = {"colour": tuple(COLOURS), "shape": SHAPES, "size": tuple(SIZES)}
 
@@ -190,7 +191,7 @@ class SyntheticReferringVideos(Dataset):
     cannot do well by segmenting every shape."""
 
     def __init__(self, length: int = 1000, frames: int = 8, size: tuple[int, int] = (240, 320),
-                 kinds: tuple[str, ...] = KINDS, seed: int = 0, expressions_per_scene: int = 1):
+                 kinds: tuple[str, ...] = DEFAULT_KINDS, seed: int = 0, expressions_per_scene: int = 1):
         if not kinds or set(kinds) - set(KINDS):
             raise ValueError(f"kinds must be a non-empty subset of {KINDS}, got {kinds}")
         needed = max(MIN_FRAMES.get(kind, 3) for kind in kinds)
@@ -327,7 +328,8 @@ def _switch_cast(make: _ShapeMaker) -> _Cast:
     appears = int(make.rng.integers(make.frames // 2, make.frames - 1))  # <= T-2: shown twice at least
     target = make.shape(shape, colour, size, make.pick(DIRECTIONS), first_frame=appears)
     # same look, popping in first and alone for a while: the first match of "appears later"
-    twin = make.shape(shape, colour, size, make.pick(DIRECTIONS), first_frame=int(make.rng.integers(1, appears // 2 + 1)))
+    direction, enters = make.pick(DIRECTIONS), int(make.rng.integers(1, appears // 2 + 1))
+    twin = make.shape(shape, colour, size, direction, first_frame=enters)
     return _Cast(target, make.clutter(shape), [twin], ("appears_later",))
 
 

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from ..data.export import write_mevis_split
-from ..data.synthetic import KINDS, SyntheticReferringVideos
+from ..data.synthetic import DEFAULT_KINDS, KINDS, SyntheticReferringVideos
 from .train import HELD_OUT_SEED_OFFSET
 
 
@@ -19,7 +19,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("root", type=Path, help="dataset root to create")
     parser.add_argument("--split", default="valid_u")
-    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="expression kinds")
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(DEFAULT_KINDS),
+                        help="expression kinds")
     parser.add_argument("--count", type=int, default=30, help="videos")
     parser.add_argument("--frames", type=int, default=8, help="frames per video")
     parser.add_argument("--size", type=int, nargs=2, default=(240, 320), metavar=("H", "W"))

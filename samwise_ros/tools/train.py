@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..data.synthetic import KINDS, SyntheticReferringVideos, scene_corpus
+from ..data.synthetic import DEFAULT_KINDS, KINDS, SyntheticReferringVideos, scene_corpus
 from ..model import Samwise, SamwiseConfig
 from ..model.samwise import TRAINABLE_MODULES
 from ..model.tokenizer import train_roberta_tokenizer
@@ -45,7 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                            "are on the clip after them (video data)")
     data.add_argument("--train-size", type=int, default=2000, help="synthetic clips per epoch")
     data.add_argument("--eval-size", type=int, default=24, help="held-out synthetic clips scored each epoch")
-    data.add_argument("--kinds", nargs="+", default=list(KINDS), help="synthetic expression kinds")
+    data.add_argument("--kinds", nargs="+", choices=KINDS, default=list(DEFAULT_KINDS),
+                      help="synthetic expression kinds")
     data.add_argument("--expressions-per-scene", type=int, default=1, metavar="N",
                       help="synthetic training clips: N consecutive clips share a scene and refer to different shapes")
     data.add_argument("--frame-size", type=int, nargs=2, default=(120, 160), metavar=("H", "W"))
