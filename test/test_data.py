@@ -82,32 +82,35 @@ def test_synthetic_motion_and_time_expressions_need_motion_and_time(scenes):
             assert sum(vaguer.covers(scene.describe(i)) for i in range(len(scene.shapes))) > 1, scene.expression
 
 
-def test_synthetic_time_target_appears_later_while_a_look_alike_is_there_throughout(scenes):
+def scenes_of(kind, scenes):
     dataset, all_scenes = scenes
-    time_scenes = [scene for index, scene in enumerate(all_scenes) if dataset.kind(index) == "time"]
-    assert time_scenes
-    for scene in time_scenes:
+    of_kind = [scene for index, scene in enumerate(all_scenes) if dataset.kind(index) == kind]
+    assert of_kind
+    return of_kind
+
+
+def look_alikes(scene):
+    """The other shapes that look like the target (shape, colour and size)."""
+    look = scene.describe(scene.target)
+    return [i for i in range(len(scene.shapes)) if i != scene.target and
+            Description(look.shape, look.colour, look.size).covers(scene.describe(i))]
+
+
+def test_synthetic_time_target_appears_later_while_a_look_alike_is_there_throughout(scenes):
+    for scene in scenes_of("time", scenes):
         appears = scene.shapes[scene.target].first_frame
         assert 0 < appears < 8
         masks = np.stack([scene.render(frame)[1] for frame in range(8)])
         assert not masks[:appears].any() and masks[appears:].any()
-        look = scene.describe(scene.target)
-        twins = [i for i in range(len(scene.shapes)) if i != scene.target and
-                 Description(look.shape, look.colour, look.size).covers(scene.describe(i))]
-        assert any(all(visible(scene, twin, frame).any() for frame in range(8)) for twin in twins)
+        assert any(all(visible(scene, twin, frame).any() for frame in range(8)) for twin in look_alikes(scene))
 
 
 def test_synthetic_switch_look_alike_pops_in_first_and_the_target_in_the_second_half(scenes):
     """The memory's first match of "appears later" is the look-alike; the expression fits the target only."""
-    dataset, all_scenes = scenes
-    switch_scenes = [scene for index, scene in enumerate(all_scenes) if dataset.kind(index) == "switch"]
-    assert switch_scenes
-    for scene in switch_scenes:
+    for scene in scenes_of("switch", scenes):
         appears = scene.shapes[scene.target].first_frame
         assert 4 <= appears <= 6  # the second half, shown twice at least
-        look = scene.describe(scene.target)
-        twins = [i for i in range(len(scene.shapes)) if i != scene.target and
-                 Description(look.shape, look.colour, look.size).covers(scene.describe(i))]
+        twins = look_alikes(scene)
         entries = [scene.shapes[twin].first_frame for twin in twins]
         assert entries and all(0 < entry <= appears // 2 for entry in entries)
         alone = [visible(scene, twin, frame).any() for twin in twins for frame in range(min(entries), appears)]
