@@ -10,7 +10,9 @@ release's window) with the CME replaced by a decision rule, and with a memory wr
 - truth-memory: no switch, but every frame's memory written from its true mask: the most that the mask
   in the memory can give.
 Where even oracle and truth-memory leave J&F where never has it, the model's memory does not read the
-mask written into it, and the CME, which only rewrites that mask, cannot help this model.
+mask written into it, and the CME, which only rewrites that mask, cannot help this model. The script
+also measures that directly: how far frame 1's mask logits move between an all-object and an empty mask
+in frame 0's memory (on held-out appearance scenes, whose target is in view from the first frame).
 
     python scripts/cme_ceiling.py samwise_ros/weights/demo --kind switch --scenes 30 --frames 16
 """
@@ -30,6 +32,7 @@ from samwise_ros.model import Samwise
 from samwise_ros.model.cme import same_object_labels
 from samwise_ros.preprocess import resized_shape
 from samwise_ros.tools.train import HELD_OUT_SEED_OFFSET
+from samwise_ros.training.batches import clip_tensors
 from samwise_ros.training.evaluation import segment_clip, summarize
 
 RULES = ("never", "label", "oracle", "truth-memory")
@@ -115,6 +118,21 @@ def ceiling(model: Samwise, rule: str, kind: str, scenes: int, frames: int) -> d
     return summarize(scores, prefix="") | {"switched": decisions.switched, "decided": decisions.decided}
 
 
+def memory_mask_effect(model: Samwise, clip) -> tuple[float, float]:
+    """(std of the change in frame 1's mask logits between an all-object and an empty mask in frame 0's
+    memory, std of frame 1's mask logits): what the mask in the memory does to the next frame."""
+    tensors = clip_tensors(clip.frames[:2], clip.masks[:2], clip.expression, model.image_size, model.device)
+    with torch.no_grad():
+        features = model.encode_clip(tensors.frames, model.tokenize(clip.expression))
+        first = model.decode_with_memory(features, 0, 0, model.new_stream_memory())
+        logits = []
+        for value in (10.0, -10.0):  # the memory encoder's input range (sigmoid(logits) * 20 - 10)
+            memory = model.new_stream_memory()
+            memory.bank.add(0, model.encode_memory(features, 0, torch.full_like(first.high_res_logits, value), first))
+            logits.append(model.decode_with_memory(features, 1, 1, memory).high_res_logits)
+    return (logits[0] - logits[1]).std().item(), logits[1].std().item()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="a model directory")
@@ -127,6 +145,12 @@ def main(argv=None) -> int:
         result = ceiling(Samwise.load(args.model).eval(), rule, args.kind, args.scenes, args.frames)
         print(f"{rule:13s} J {result['J']:.4f}  F {result['F']:.4f}  J&F {result['JF']:.4f}  "
               f"switched on {result['switched']} of {result['decided']} decided frames")
+    model = Samwise.load(args.model).eval()
+    # appearance scenes: the target is in view from frame 0 (elsewhere frame 1's logits may be all "absent")
+    dataset = SyntheticReferringVideos(length=args.scenes, frames=3, kinds=("appearance",), seed=HELD_OUT_SEED_OFFSET)
+    change, spread = np.mean([memory_mask_effect(model, dataset[index]) for index in range(args.scenes)], axis=0)
+    print(f"the mask in frame 0's memory (all object vs. empty) moves frame 1's mask logits by std {change:.4f} "
+          f"(their std: {spread:.2f}; mean over {args.scenes} held-out appearance scenes)")
     return 0
 
 

@@ -29,3 +29,9 @@ def test_rules_replace_the_cme_and_truth_memory_rewrites_the_memory(tokenizer):
     assert results["never"]["JF"] == pytest.approx(off["JF"], abs=1e-9)
     # a random model reads whatever mask the memory holds: the true one changes its masks
     assert results["truth-memory"]["JF"] != pytest.approx(results["never"]["JF"], abs=1e-6)
+
+
+def test_the_mask_in_a_random_models_memory_moves_the_next_frames_logits(tokenizer):
+    clip = SyntheticReferringVideos(length=1, frames=4, kinds=("appearance",), seed=HELD_OUT_SEED_OFFSET)[0]
+    change, spread = ceiling.memory_mask_effect(fresh_model(tokenizer), clip)
+    assert spread > 0 and change > 0.01 * spread
