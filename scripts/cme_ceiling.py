@@ -27,13 +27,12 @@ import torch
 from torch import nn
 
 from samwise_ros.data.synthetic import KINDS, SyntheticReferringVideos
-from samwise_ros.eval.scoring import score_expression
 from samwise_ros.model import Samwise
 from samwise_ros.model.cme import same_object_labels
 from samwise_ros.preprocess import resized_shape
 from samwise_ros.tools.train import HELD_OUT_SEED_OFFSET
 from samwise_ros.training.batches import clip_tensors
-from samwise_ros.training.evaluation import segment_clip, summarize
+from samwise_ros.training.evaluation import clip_scores, summarize
 
 RULES = ("never", "label", "oracle", "truth-memory")
 ORACLE_MARGIN = 0.2
@@ -47,7 +46,7 @@ class RuleDecisions(nn.Module):
         super().__init__()
         self.model, self.rule = [model], rule  # a list: not a submodule of the module it is installed in
         self.truth: np.ndarray | None = None  # [T, H, W] bool of the clip being segmented
-        self.resized_hw: tuple[int, int] = (0, 0)
+        self.resized_hw: tuple[int, int] = (0, 0)  # its frames' size in the model
         self.decided = self.switched = 0
         self._with_memory, self._without_memory = model.decode_with_memory, model.decode_without_memory
         model.decode_with_memory, model.decode_without_memory = self.decode_with_memory, self.decode_without_memory
@@ -55,6 +54,11 @@ class RuleDecisions(nn.Module):
         if rule == "truth-memory":
             model.encode_memory = self.encode_true_memory
         model.cme = self
+
+    def start(self, clip) -> None:
+        """Decide on `clip` next (its true masks and frame size)."""
+        self.truth = clip.masks
+        self.resized_hw = resized_shape(*clip.frames.shape[1:3], self.model[0].image_size)
 
     def decode_with_memory(self, features, index, frame_index, memory):
         self.frame, self.memory_path = frame_index, self._with_memory(features, index, frame_index, memory)
@@ -107,14 +111,14 @@ def ceiling(model: Samwise, rule: str, kind: str, scenes: int, frames: int) -> d
     switches taken. The model is changed: load a fresh one per rule."""
     decisions = RuleDecisions(model, rule)
     dataset = SyntheticReferringVideos(length=scenes, frames=frames, kinds=(kind,), seed=HELD_OUT_SEED_OFFSET)
-    scores = []
-    for index in range(scenes):
-        clip = dataset[index]
-        decisions.truth = clip.masks
-        decisions.resized_hw = resized_shape(*clip.frames.shape[1:3], model.image_size)
-        results = segment_clip(model, clip, use_cme=True, clip_length=CLIP_LENGTH)
-        scores.append(score_expression(clip.source, "0", clip.expression, list(clip.masks),
-                                       [result.mask for result in results]))
+
+    def started_clips():  # clip_scores segments each clip as it is drawn
+        for index in range(scenes):
+            clip = dataset[index]
+            decisions.start(clip)
+            yield clip
+
+    scores = clip_scores(model, started_clips(), use_cme=True, clip_length=CLIP_LENGTH)
     return summarize(scores, prefix="") | {"switched": decisions.switched, "decided": decisions.decided}
 
 

@@ -25,10 +25,11 @@ def segment_clip(model: Samwise, clip, mode: str = "clip", use_cme: bool | None 
     return results + tracker.flush()
 
 
-def clip_scores(model: Samwise, clips: Iterable, mode: str = "clip", use_cme: bool | None = None) -> list[ExpressionScore]:
+def clip_scores(model: Samwise, clips: Iterable, mode: str = "clip", use_cme: bool | None = None,
+                clip_length: int | None = None) -> list[ExpressionScore]:
     """Mean J and F over the frames of each clip, a clip segmented from a clean state."""
     return [score_expression(clip.source, "0", clip.expression, list(clip.masks),
-                             [result.mask for result in segment_clip(model, clip, mode, use_cme)])
+                             [result.mask for result in segment_clip(model, clip, mode, use_cme, clip_length)])
             for clip in clips]
 
 

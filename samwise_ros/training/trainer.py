@@ -21,8 +21,8 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from ..model import Samwise
-from ..model.samwise import TRAINABLE_MODULES
 from ..model.memory import StreamMemory
+from ..model.samwise import TRAINABLE_MODULES
 from .batches import ClipTensors, clip_tensors
 from .losses import cme_loss, mask_losses, object_score_loss
 
@@ -186,9 +186,9 @@ class Trainer:
                                    history_clips=settings.history_clips, clip_losses=clip_losses)
         text = {"text": text_loss} if text_loss is not None else {}
         self.auxiliary = nn.ModuleDict({"clip": batch_losses.clip_losses} | text)
-        self.parameters = [p for p in model.parameters() if p.requires_grad] + list(self.auxiliary.parameters())
-        self.optimizer = torch.optim.AdamW(parameter_groups(model, self.auxiliary, settings.lr, settings.lr_scales),
-                                           weight_decay=0.0)
+        groups = parameter_groups(model, self.auxiliary, settings.lr, settings.lr_scales)
+        self.parameters = [param for group in groups for param in group["params"]]
+        self.optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
         # the CME is unused on clips shorter than its window (image data): hence find_unused_parameters
         self.network = (DistributedDataParallel(batch_losses, find_unused_parameters=True)
                         if self.world_size > 1 else batch_losses)
