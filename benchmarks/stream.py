@@ -7,7 +7,8 @@
 Latency is from a frame's push to the moment its result is returned (in clip mode a frame waits for
 its clip, so that includes the wait). Flatness compares the 400 frames from frame 100 with the last 400
 (median over clips of the time per frame, target within 5%) and the resident memory at frame 1,000 with the end
-(target within 2%; frame 100 is reported as warm-up). Random weights: speed does not depend on them.
+(target within 2%; frame 100 is reported as warm-up); every 400-frame window's time is printed too, so
+that a trend can be told from a shared machine's phases. Random weights: speed does not depend on them.
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ def run_mode(model: Samwise, mode: str, frames: list[np.ndarray], count: int, de
     # 400-frame windows (50 clips): a single clip's time varies by tens of percent on a shared machine
     early = median_time_per_frame(step_times[96:496], clip)  # whole clips from frame 96
     late = median_time_per_frame(step_times[end - 400:end], clip)
+    # every window, so that a trend shows apart from the machine's phases
+    windows = [median_time_per_frame(step_times[start:start + 400], clip) for start in range(96, end - 399, 400)]
     return {
         "latency_p50_ms": 1000 * statistics.median(latencies),
         "latency_p95_ms": 1000 * float(np.percentile(latencies, 95)),
@@ -77,6 +80,7 @@ def run_mode(model: Samwise, mode: str, frames: list[np.ndarray], count: int, de
         "gpu_mib": gpu,
         "time_early_ms": 1000 * early,
         "time_late_ms": 1000 * late,
+        "time_windows_ms": [1000 * window for window in windows],
         "memory_bank": tracker.memory_size,
     }
 
@@ -122,6 +126,8 @@ def main() -> int:
               + f"; drift 1,000 -> {args.frames}: {rss_drift:+.2f}% ({'ok' if abs(rss_drift) <= 2 else 'OVER 2%'})")
         print(f"[{mode}] time per frame, frames 96-495: {stats['time_early_ms']:.2f} ms, last 400: "
               f"{stats['time_late_ms']:.2f} ms; drift {time_drift:+.2f}% ({'ok' if abs(time_drift) <= 5 else 'OVER 5%'})")
+        print(f"[{mode}] time per frame by 400-frame window from frame 96 (ms): "
+              + " ".join(f"{window:.1f}" for window in stats["time_windows_ms"]))
         if device.type == "cuda":
             print(f"[{mode}] GPU memory allocated MiB " + ", ".join(f"@{k}: {v:.1f}" for k, v in sorted(stats["gpu_mib"].items()))
                   + f"; peak {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB")
