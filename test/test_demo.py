@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import numpy as np
 from PIL import Image
@@ -76,3 +77,20 @@ def test_bundled_weights_load_from_float16_and_segment_held_out_clips_on_the_cpu
         clips = SyntheticReferringVideos(length=8, frames=8, kinds=(kind,), seed=HELD_OUT_SEED_OFFSET)
         scores.append(score_clips(model, [clips[i] for i in range(len(clips))])["eval_JF"])
     assert np.mean(scores) >= 0.56, scores
+
+
+def test_a_child_that_ignores_sigint_is_killed_and_said(monkeypatch, capsys):
+    """The pipeline stops its processes with SIGINT; one that does not stop in time is killed, and the
+    demo says so (a killed process leaves its Fast DDS shared memory behind)."""
+    from samwise_ros.ros import demo_pipeline
+
+    monkeypatch.setattr(demo_pipeline, "STOP_TIMEOUT_S", 0.5)
+    stubborn = demo_pipeline.Process("stubborn", [sys.executable, "-c", (
+        "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); print('ready', flush=True); "
+        "time.sleep(60)")], dict(os.environ))
+    while not stubborn.said("ready"):
+        assert stubborn.running(), stubborn.last_line()
+        time.sleep(0.05)
+    stubborn.stop()
+    assert not stubborn.running() and stubborn.popen.returncode == -9
+    assert "stubborn did not stop within 0.5 s of SIGINT; killed (last output: ready)" in capsys.readouterr().err

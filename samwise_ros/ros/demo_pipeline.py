@@ -36,6 +36,7 @@ CAMERA = {"image": "camera/image"}  # the topic between player and node, as in d
 RECORDING = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=200, reliability=ReliabilityPolicy.RELIABLE)
 START_TIMEOUT_S = 120.0  # the node loads torch, sam2 and the model before it subscribes
 SETTLE_S = 3.0  # after the last frame, how long without a new result ends the recording
+STOP_TIMEOUT_S = 15.0  # how long a child may take to shut down after SIGINT
 
 
 class DemoError(Exception):
@@ -151,7 +152,8 @@ def ros_arguments(namespace: str, params_file: Path | None = None, remappings: d
 class Process:
     """A child process whose last output lines are kept for error messages."""
 
-    def __init__(self, command: list[str], environment: dict[str, str]):
+    def __init__(self, name: str, command: list[str], environment: dict[str, str]):
+        self.name = name
         self.popen = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL, text=True, bufsize=1)
         self.lines: deque[str] = deque(maxlen=20)
@@ -168,8 +170,11 @@ class Process:
         if self.running():
             self.popen.send_signal(signal.SIGINT)
             try:
-                self.popen.wait(15)
+                self.popen.wait(STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
+                # said, not hidden: a killed process leaves its Fast DDS segments in /dev/shm
+                print(f"{self.name} did not stop within {STOP_TIMEOUT_S:g} s of SIGINT; killed "
+                      f"(last output: {self.last_line()})", file=sys.stderr)
                 self.popen.kill()
                 self.popen.wait()
 
@@ -185,8 +190,8 @@ def run_pipeline(scene_bgr: list[np.ndarray], node_parameters: dict, rate: float
     environment = pipeline_environment()
     os.environ.update({name: environment[name] for name in
                        ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", "FASTDDS_DEFAULT_PROFILES_FILE")})
-    node = Process([sys.executable, "-m", "samwise_ros.ros.node",
-                    *ros_arguments(NAMESPACE, default_parameters_file(), CAMERA, **node_parameters)], environment)
+    node_arguments = ros_arguments(NAMESPACE, default_parameters_file(), CAMERA, **node_parameters)
+    node = Process("samwise_node", [sys.executable, "-m", "samwise_ros.ros.node", *node_arguments], environment)
     recorder = Recorder(int(environment["ROS_DOMAIN_ID"]), scene_bgr)
     player = None
     try:
@@ -197,9 +202,9 @@ def run_pipeline(scene_bgr: list[np.ndarray], node_parameters: dict, rate: float
             if time.monotonic() > deadline:
                 raise DemoError(f"samwise_node did not subscribe within {START_TIMEOUT_S:.0f} s: {node.last_line()}")
             time.sleep(0.1)
-        player = Process([sys.executable, "-m", "samwise_ros.ros.player",
-                          *ros_arguments(NAMESPACE, None, CAMERA, rate=float(rate), loop=False,
-                                         scene_frames=len(scene_bgr), wait_for_subscribers=2)],  # node, recorder
+        player_arguments = ros_arguments(NAMESPACE, None, CAMERA, rate=float(rate), loop=False,
+                                         scene_frames=len(scene_bgr), wait_for_subscribers=2)  # node, recorder
+        player = Process("samwise_player", [sys.executable, "-m", "samwise_ros.ros.player", *player_arguments],
                          environment)
         deadline = time.monotonic() + len(scene_bgr) / rate + START_TIMEOUT_S
         while not player.said(END_OF_VIDEO) and recorder.recording.frames_published < len(scene_bgr):
