@@ -18,12 +18,13 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from ..data.synthetic import demo_scene
 from .conversions import array_to_image
-from .spinning import spin_until_shutdown
+from .spinning import spin_until_signal
 
 END_OF_VIDEO = "end of the video"  # logged after the last frame when not looping
 
@@ -108,7 +109,7 @@ class Player(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    rclpy.init(args=argv)
+    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)  # spin_until_signal handles them
     try:
         player = Player()
     except ValueError as error:
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     executor = SingleThreadedExecutor()
     executor.add_node(player)
     try:
-        spin_until_shutdown(executor)
+        spin_until_signal(executor)
     finally:
         executor.shutdown()
         player.destroy_node()
