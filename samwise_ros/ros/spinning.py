@@ -32,8 +32,11 @@ def spin_until_signal(executor: Executor) -> None:
     lands wherever the executor is, and destroying the node after it crashed samwise_player with SIGSEGV
     in about one run in four (in destroy_node), leaving its Fast DDS segments in /dev/shm."""
     stop_requested = []
-    previous = {number: signal.signal(number, lambda *_: stop_requested.append(number))
-                for number in (signal.SIGINT, signal.SIGTERM)}
+
+    def request_stop(number, frame) -> None:
+        stop_requested.append(number)
+
+    previous = {number: signal.signal(number, request_stop) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         while not stop_requested and executor.context.ok():
             executor.spin_once(timeout_sec=POLL_S)
