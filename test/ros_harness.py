@@ -117,16 +117,16 @@ class NodeProcess:
         return {path for path in mapped_shm_files(self.process.pid) - mapped_shm_files("self")
                 if "fastdds_port" not in path}
 
-    def stop(self, timeout: float = 30.0) -> int:
-        """SIGINT, as Ctrl-C would: the node must shut down cleanly within `timeout`."""
+    def stop(self, timeout: float = 30.0, stop_signal: signal.Signals = signal.SIGINT) -> int:
+        """SIGINT, as Ctrl-C would (or `stop_signal`): the node must shut down cleanly within `timeout`."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+            self.process.send_signal(stop_signal)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-                raise AssertionError(f"the node ignored SIGINT for {timeout} s; output:\n{self.tail()}")
+                raise AssertionError(f"the node ignored {stop_signal.name} for {timeout} s; output:\n{self.tail()}")
         return self.process.returncode
 
 

@@ -41,7 +41,7 @@ def test_synthetic_clips_are_deterministic_and_seeded():
         clip = first[index]
         assert clip.frames.shape == (4, 48, 64, 3) and clip.frames.dtype == np.uint8
         assert clip.masks.shape == (4, 48, 64) and clip.masks.dtype == bool
-        assert clip.source == f"synthetic/{DEFAULT_KINDS[index % 3]}/{index:05d}"
+        assert clip.source == f"synthetic/{DEFAULT_KINDS[index % len(DEFAULT_KINDS)]}/{index:05d}"
         same = again[index]
         assert np.array_equal(clip.frames, same.frames) and np.array_equal(clip.masks, same.masks)
         assert clip.expression == same.expression
