@@ -254,3 +254,58 @@ def test_training_forward_continues_a_stream_as_inference_does(tokenizer):
         expected = model.postprocess_logits(infer_out.low_res_logits, (128, 96), (128, 96))
         torch.testing.assert_close(train_out.mask_logits, expected, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(trained[0].mask_logits, fresh[0].mask_logits)  # the history was read
+
+
+def full_window_fuse(model, window):
+    """Frame mode's fusion written plainly: every new frame reruns each adapter over its window (the
+    adapter inputs of the window - 1 frames before it and its own) and keeps the newest frame's
+    visual residual."""
+    inputs = {}
+
+    def fuse(segment, vis, text, context):
+        adapter = model.adapters[model.config.fusion_stages.index(segment)]
+        past = inputs.setdefault(segment, [])
+        past.append(vis.permute(0, 3, 1, 2))
+        del past[: max(0, len(past) - window)]
+        vis_residual, text_residual = adapter(torch.cat(past), text, len(past))
+        return vis + vis_residual[-1:].permute(0, 2, 3, 1), text + text_residual
+
+    return fuse
+
+
+def test_incremental_frame_mode_equals_the_full_window_computation(tiny_model):
+    torch.manual_seed(5)
+    frames = torch.randn(20, 3, 128, 112)
+    query = query_of([0, 11, 12, 13, 2])
+
+    def stream():
+        memory = tiny_model.new_stream_memory(frame_window=4)
+        with torch.inference_mode():
+            return [tiny_model.forward_clip(frames[i : i + 1], query, [i], memory)[0] for i in range(20)]
+
+    incremental = stream()
+    tiny_model._fuse = full_window_fuse(tiny_model, window=4)
+    try:
+        full = stream()
+    finally:
+        del tiny_model._fuse
+    for a, b in zip(incremental, full):
+        torch.testing.assert_close(a.low_res_logits, b.low_res_logits, rtol=0, atol=1e-4)
+        torch.testing.assert_close(a.object_score_logits, b.object_score_logits, rtol=0, atol=1e-4)
+        assert (a.cme_logits is None) == (b.cme_logits is None)
+        if a.cme_logits is not None:
+            torch.testing.assert_close(a.cme_logits, b.cme_logits, rtol=0, atol=1e-4)
+        assert (bool(a.cme_ran), bool(a.cme_switched)) == (bool(b.cme_ran), bool(b.cme_switched))
+    assert sum(bool(out.cme_ran) for out in full) > 0
+
+
+def test_a_query_encoded_once_gives_the_same_clip_features(tiny_model):
+    torch.manual_seed(6)
+    frames = torch.randn(3, 3, 128, 128)
+    query = query_of([0, 11, 12, 13, 2])
+    with torch.inference_mode():
+        plain = tiny_model.encode_clip(frames, query)
+        encoded = tiny_model.encode_clip(frames, tiny_model.encode_query(query))
+    assert torch.equal(plain.text_state, encoded.text_state)
+    for a, b in zip(plain.vision_feats, encoded.vision_feats):
+        assert torch.equal(a, b)

@@ -34,10 +34,12 @@ class HierarchicalSelectiveAttention(nn.Module):
         self.attn = nn.MultiheadAttention(dim, num_heads, dropout=dropout)
         self.out = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor, clip_length: int) -> Tensor:
-        # x: [B*T, C, H, W] -> same shape
+    def forward(self, x: Tensor, clip_length: int, num_queries: int | None = None) -> Tensor:
+        """x: [B*T, C, H, W], the clips' frames -> [B*Q, C, H, W] for the last Q = `num_queries` frames of
+        each clip (all T by default); every frame's tokens are keys and values."""
         bt, channels, height, width = x.shape
         p, t = self.patch_size, clip_length
+        q = t if num_queries is None else num_queries
         b, rows, cols = bt // t, height // p, width // p
         if height % p or width % p:
             raise ValueError(f"feature map {height}x{width} is not divisible by the HSA patch size {p}")
@@ -45,12 +47,12 @@ class HierarchicalSelectiveAttention(nn.Module):
         windows = windows.reshape(b, t, rows * cols, p * p, channels)  # [B, T, N, P*P, C]
         windows = windows + sine_time_embedding(t, channels, x.device).to(x.dtype)[None, :, None, None, :]
         windows = windows + self.spatial_pos_embed
-        # one sequence per window holding its T*P*P tokens: [(T P*P), (B N), C]
-        seq = windows.permute(1, 3, 0, 2, 4).reshape(t * p * p, b * rows * cols, channels)
-        seq = self.norm(seq)
-        seq = self.out(self.attn(seq, seq, seq, need_weights=False)[0])
-        out = seq.view(t, p, p, b, rows, cols, channels).permute(3, 0, 6, 4, 1, 5, 2)
-        return out.reshape(bt, channels, height, width)
+        # one sequence per window holding its T*P*P tokens, frame by frame: [(T P*P), (B N), C]
+        seq = self.norm(windows.permute(1, 3, 0, 2, 4).reshape(t * p * p, b * rows * cols, channels))
+        queries = seq if q == t else seq[(t - q) * p * p :]
+        out = self.out(self.attn(queries, seq, seq, need_weights=False)[0])
+        out = out.view(q, p, p, b, rows, cols, channels).permute(3, 0, 6, 4, 1, 5, 2)
+        return out.reshape(b * q, channels, height, width)
 
 
 class CrossModalAttention(nn.Module):
@@ -81,19 +83,34 @@ class CMTAdapter(nn.Module):
         self.hsa = HierarchicalSelectiveAttention(dim, num_heads, patch_size) if use_hsa else None
 
     def forward(self, vis: Tensor, text: Tensor, clip_length: int) -> tuple[Tensor, Tensor]:
-        # vis: [B*T, Cv, H, W], text: [B, L, Ct] -> residuals of the same shapes
-        bt, _, height, width = vis.shape
+        """Clip mode. vis: [B*T, Cv, H, W], text: [B, L, Ct] -> residuals of the same shapes."""
+        x = self.vis_down(vis)
+        return self._residuals(x, x, text, clip_length)
+
+    def forward_newest(self, vis: Tensor, text: Tensor, past: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Frame mode: the residuals of one new frame (vis: [1, Cv, H, W]) whose clip is the window of
+        `past` ([P, C, H, W], the earlier frames' down-projected features, oldest first) and itself.
+        Returns the visual and text residuals and the new frame's down-projected features."""
+        x = self.vis_down(vis)
+        window = x if past is None else torch.cat([past, x])
+        vis_residual, text_residual = self._residuals(window, x, text, window.shape[0])
+        return vis_residual, text_residual, x
+
+    def _residuals(self, window: Tensor, newest: Tensor, text: Tensor, clip_length: int) -> tuple[Tensor, Tensor]:
+        """window: [B*T, C, H, W] down-projected clips; newest: the last B*Q of their frames, which get a
+        visual residual ([B*Q, Cv, H, W]); the text residual ([B, L, Ct]) reads the whole window."""
+        bt, _, height, width = window.shape
         b, t = bt // clip_length, clip_length
-        x = self.vis_down(vis)  # [B*T, C, H, W]
+        q = newest.shape[0] // b
         txt = self.text_down(text).transpose(0, 1)  # [L, B, C]
 
-        attended = x if self.hsa is None else x + self.hsa(x, t)
-        attended = attended.flatten(2).permute(2, 0, 1)  # [H*W, B*T, C]
-        attended = self.vis_to_text(attended, txt.repeat_interleave(t, dim=1))
-        attended = attended.permute(1, 2, 0).reshape(bt, -1, height, width)
+        attended = newest if self.hsa is None else newest + self.hsa(window, t, q)
+        attended = attended.flatten(2).permute(2, 0, 1)  # [H*W, B*Q, C]
+        attended = self.vis_to_text(attended, txt.repeat_interleave(q, dim=1))
+        attended = attended.permute(1, 2, 0).reshape(b * q, -1, height, width)
 
         # text attends to the time-averaged projected visual tokens: [H*W, B, C]
-        vis_mean = x.flatten(2).permute(2, 0, 1).reshape(height * width, b, t, -1).mean(2)
+        vis_mean = window.flatten(2).permute(2, 0, 1).reshape(height * width, b, t, -1).mean(2)
         txt = self.text_to_vis(txt, vis_mean)
 
         return self.vis_up(attended), self.text_up(txt.transpose(0, 1))

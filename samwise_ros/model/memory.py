@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
@@ -76,23 +76,29 @@ class MemoryBank:
 
 
 class FusionContext:
-    """Frame mode's causal window: each fusion stage's adapter input for the last `window - 1` frames.
+    """Frame mode's causal window: each fusion stage's down-projected adapter features ([n, C, H, W],
+    oldest first) of the last `window - 1` frames.
 
     A new frame's HSA and text attention then see those frames as the clip mode's frames see their
-    clip, while the backbone blocks run on the new frame alone.
+    clip, while the backbone blocks and the adapter's projections run on the new frame alone.
     """
 
     def __init__(self, window: int):
         if window < 1:
             raise ValueError(f"the frame-mode window must be at least 1 frame, got {window}")
         self.window = window
-        self._past: dict[int, deque[Tensor]] = {}
+        self._past: dict[int, Tensor] = {}
 
-    def past(self, stage: int) -> list[Tensor]:
-        return list(self._past.get(stage, ()))
+    def past(self, stage: int) -> Tensor | None:
+        return self._past.get(stage)
 
     def push(self, stage: int, features: Tensor) -> None:
-        self._past.setdefault(stage, deque(maxlen=self.window - 1)).append(features)
+        """Add the newest frame's features ([1, C, H, W]), forgetting what falls out of the window."""
+        if self.window == 1:
+            return
+        past = self._past.get(stage)
+        window = features if past is None else torch.cat([past, features])
+        self._past[stage] = window[-(self.window - 1):]
 
     def __len__(self) -> int:
         return max((len(frames) for frames in self._past.values()), default=0)
