@@ -92,8 +92,12 @@ class StreamTracker:
         if not isinstance(text, str):
             raise ValueError(f"the query must be a string, got {type(text).__name__}")
         text = text.strip()
-        self._query = self.model.tokenize(text) if text else None
+        self._query = self._encode_query(text) if text else None
         self.reset()
+
+    def _encode_query(self, text: str) -> TextQuery:
+        with torch.inference_mode(), self._autocast():
+            return self.model.encode_query(self.model.tokenize(text))
 
     def reset(self) -> None:
         """Clear the memory, the clip buffer and the frame count; keep the query."""

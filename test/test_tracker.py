@@ -241,3 +241,19 @@ def test_resize_is_within_one_grey_level_of_pil():
     ours = ((pixels * std + mean) * 255).permute(1, 2, 0).numpy()
     reference = np.asarray(Image.fromarray(frame).resize((w, h), Image.BILINEAR), dtype=np.float32)
     assert np.abs(ours - reference).max() <= 1.0
+
+
+@pytest.mark.parametrize("mode", ["clip", "frame"])
+def test_the_text_layers_before_the_first_fusion_run_once_per_query(tiny_model, mode):
+    calls = []
+    first_layer = tiny_model.text_encoder.model.encoder.layer[0]
+    handle = first_layer.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        tracker = StreamTracker(tiny_model, clip_length=2, mode=mode)
+        tracker.set_query(QUERY)
+        run(tracker, video(6, 40, 56))
+        tracker.set_query("a small green square")
+        run(tracker, video(4, 40, 56))
+    finally:
+        handle.remove()
+    assert len(calls) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -35,10 +36,13 @@ class TextQuery:
     input_ids: Tensor  # [1, L]
     attention_mask: Tensor  # [1, L]
     verb_tokens: Tensor | None = None  # [1, L] bool, for the motion prompt
+    # [1, L, C_text] states after the text layers that precede the first fusion (`Samwise.encode_query`)
+    unfused_states: Tensor | None = None
 
     def to(self, device: torch.device | str) -> "TextQuery":
         verbs = None if self.verb_tokens is None else self.verb_tokens.to(device)
-        return TextQuery(self.text, self.input_ids.to(device), self.attention_mask.to(device), verbs)
+        states = None if self.unfused_states is None else self.unfused_states.to(device)
+        return TextQuery(self.text, self.input_ids.to(device), self.attention_mask.to(device), verbs, states)
 
 
 @dataclass
@@ -268,6 +272,20 @@ class Samwise(nn.Module):
         ]
         return torch.tensor([flags], dtype=torch.bool)
 
+    def encode_query(self, query: TextQuery) -> TextQuery:
+        """The query with its text states through the layers before the first fusion stage, which depend
+        on the text alone: a stream computes them once per query instead of once per clip or frame."""
+        return dataclasses.replace(query, unfused_states=self._unfused_text(query))
+
+    @property
+    def _unfused_text_layers(self) -> int:
+        """Text layers run before the first adapter reads the text."""
+        return self.config.text_layer_boundaries[min(self.config.fusion_stages) + 1]
+
+    def _unfused_text(self, query: TextQuery) -> Tensor:
+        text = self.text_encoder.embed(query.input_ids, query.attention_mask)  # [1, L, C_text]
+        return self.text_encoder.run_layers(text, 0, self._unfused_text_layers, query.attention_mask)
+
     # ---- backbone with early fusion -----------------------------------------------------------
 
     def encode_clip(self, frames: Tensor, query: TextQuery, context: FusionContext | None = None) -> ClipFeatures:
@@ -284,7 +302,7 @@ class Samwise(nn.Module):
 
         vis = trunk.patch_embed(frames)  # [T, H, W, C]
         vis = vis + trunk._get_pos_embed(vis.shape[1:3])
-        text = self.text_encoder.embed(query.input_ids, query.attention_mask)  # [1, L, C_text]
+        text = query.unfused_states if query.unfused_states is not None else self._unfused_text(query)
 
         vis_bounds = [0] + [end + 1 for end in trunk.stage_ends]
         text_bounds = self.config.text_layer_boundaries
@@ -292,8 +310,9 @@ class Samwise(nn.Module):
         for segment in range(len(trunk.stage_ends)):
             for block in trunk.blocks[vis_bounds[segment] : vis_bounds[segment + 1]]:
                 vis = block(vis)
-            text = self.text_encoder.run_layers(text, text_bounds[segment], text_bounds[segment + 1],
-                                                query.attention_mask)
+            first_layer = max(text_bounds[segment], self._unfused_text_layers)
+            if first_layer < text_bounds[segment + 1]:
+                text = self.text_encoder.run_layers(text, first_layer, text_bounds[segment + 1], query.attention_mask)
             if segment in self.config.fusion_stages:
                 vis, text = self._fuse(segment, vis, text, context)
             levels.append(vis.permute(0, 3, 1, 2))
@@ -325,10 +344,8 @@ class Samwise(nn.Module):
         if context is None:
             vis_residual, text_residual = adapter(adapter_input, text, vis.shape[0])
         else:
-            window = torch.cat([*context.past(segment), adapter_input])
-            vis_residual, text_residual = adapter(window, text, window.shape[0])
-            vis_residual = vis_residual[-1:]
-            context.push(segment, adapter_input)
+            vis_residual, text_residual, projected = adapter.forward_newest(adapter_input, text, context.past(segment))
+            context.push(segment, projected)
         return vis + vis_residual.permute(0, 2, 3, 1), text + text_residual
 
     def _forward_neck(self, levels: list[Tensor]) -> tuple[list[Tensor], list[Tensor], list[tuple[int, int]]]:
