@@ -11,6 +11,7 @@ Everything the tracker keeps is bounded, so memory and time per frame stay flat 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,7 +58,7 @@ class _PendingFrame:
 class StreamTracker:
     def __init__(self, model: Samwise, clip_length: int = 8, mode: str = "clip", frame_window: int | None = None,
                  mask_threshold: float = 0.5, use_cme: bool | None = None, precision: str | None = None,
-                 keep_probability: bool = False):
+                 keep_probability: bool = False, compile: bool = False):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if clip_length < 1:
@@ -76,6 +77,12 @@ class StreamTracker:
             raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
         self._query: TextQuery | None = None
         self._memory = model.new_stream_memory(self.frame_window if mode == "frame" else None)
+        # Past the warm-up, the stream's state keeps its shapes: full clips (one frame in frame mode)
+        # then go through the model's steady step, compiled when asked for.
+        self._warm_up_frames = model.warm_up_frames(self.frame_window if mode == "frame" else None)
+        self._steady_clip_length = 1 if mode == "frame" else clip_length
+        self.compiled = compile
+        self._steady_step = compile_steady_step(model) if compile else model.forward_steady
         self._pending: list[_PendingFrame] = []
         self._next_index = 0
         self._last_stamp: float | None = None
@@ -148,13 +155,17 @@ class StreamTracker:
             return [self._result(frame, out) for frame, out in zip(pending, outputs)]
 
     def _forward(self, pending: list[_PendingFrame], indices: list[int]) -> list[FrameOutput]:
-        # frames of one clip share the largest resized size (the release pads a clip's frames alike)
-        height = max(frame.resized_hw[0] for frame in pending)
-        width = max(frame.resized_hw[1] for frame in pending)
-        frames = pending[0].pixels.new_zeros(len(pending), 3, height, width)
+        # frames go in padded to the model's input size (as the model would pad them), so that their
+        # shape never changes
+        size = self.model.image_size
+        frames = pending[0].pixels.new_zeros(len(pending), 3, size, size)
         for slot, frame in zip(frames, pending):
             slot[:, : frame.resized_hw[0], : frame.resized_hw[1]] = frame.pixels
-        return self.model.forward_clip(frames, self._query, indices, self._memory, use_cme=self.use_cme)
+        if indices[0] < self._warm_up_frames or len(pending) != self._steady_clip_length:
+            return self.model.forward_clip(frames, self._query, indices, self._memory, use_cme=self.use_cme)
+        first_index = torch.tensor(indices[0], device=frames.device)
+        outputs = self._steady_step(frames, self._query, first_index, self._memory, self.use_cme)
+        return [dataclasses.replace(out, frame_index=index) for out, index in zip(outputs, indices)]
 
     def _autocast(self):
         dtype = AUTOCAST_DTYPES.get(self.precision)
@@ -183,3 +194,10 @@ class StreamTracker:
             cme_switched=bool(switched), stream_reset=frame.stream_reset,
             probability=mask_probability.cpu().numpy() if self.keep_probability else None,
         )
+
+
+def compile_steady_step(model: Samwise):
+    """`model.forward_steady` through torch.compile: static shapes; CUDA graphs on CUDA, where a step
+    at batch one waits on kernel launches rather than on arithmetic."""
+    mode = "reduce-overhead" if model.device.type == "cuda" else None
+    return torch.compile(model.forward_steady, dynamic=False, mode=mode)

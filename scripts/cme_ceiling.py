@@ -132,7 +132,7 @@ def memory_mask_effect(model: Samwise, clip) -> tuple[float, float]:
         logits = []
         for value in (10.0, -10.0):  # the memory encoder's input range (sigmoid(logits) * 20 - 10)
             memory = model.new_stream_memory()
-            memory.bank.add(0, model.encode_memory(features, 0, torch.full_like(first.high_res_logits, value), first))
+            memory.bank.add(model.encode_memory(features, 0, torch.full_like(first.high_res_logits, value), first))
             logits.append(model.decode_with_memory(features, 1, 1, memory).high_res_logits)
     return (logits[0] - logits[1]).std().item(), logits[1].std().item()
 

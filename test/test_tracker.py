@@ -257,3 +257,40 @@ def test_the_text_layers_before_the_first_fusion_run_once_per_query(tiny_model, 
     finally:
         handle.remove()
     assert len(calls) == 2
+
+
+def stream_with_a_reset_and_a_new_query(tracker, frames, queries):
+    """Results of a stream: query one, a reset a third of the way, query two from two thirds."""
+    third = len(frames) // 3
+    tracker.set_query(queries[0])
+    results = run(tracker, frames[:third])
+    tracker.reset()
+    results += run(tracker, frames[third : 2 * third])
+    tracker.set_query(queries[1])
+    return results + run(tracker, frames[2 * third :])
+
+
+@pytest.mark.parametrize("mode, clip_length", [("frame", 4), ("clip", 2)])
+def test_the_compiled_steady_step_equals_eager_and_compiles_once(tiny_model, tokenizer, mode, clip_length):
+    import torch._dynamo
+
+    queries = (QUERY, "the red ball rolling to the right")
+    assert len(tokenizer(queries[0])["input_ids"]) == len(tokenizer(queries[1])["input_ids"])
+    frames = video(60, 48, 64)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compiled = stream_with_a_reset_and_a_new_query(
+        StreamTracker(tiny_model, clip_length=clip_length, mode=mode, keep_probability=True, compile=True),
+        frames, queries)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    eager = stream_with_a_reset_and_a_new_query(
+        StreamTracker(tiny_model, clip_length=clip_length, mode=mode, keep_probability=True), frames, queries)
+
+    assert [r.frame_index for r in compiled] == [r.frame_index for r in eager]
+    assert max(r.frame_index for r in eager) >= tiny_model.warm_up_frames(clip_length) + 2
+    for c, e in zip(compiled, eager):
+        np.testing.assert_allclose(c.probability, e.probability, rtol=0, atol=1e-3)
+        assert c.object_score == pytest.approx(e.object_score, abs=1e-3)
+        assert c.cme_switched == e.cme_switched and (c.cme_probability is None) == (e.cme_probability is None)
+        if e.cme_probability is not None:
+            assert c.cme_probability == pytest.approx(e.cme_probability, abs=1e-3)

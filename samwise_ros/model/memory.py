@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
@@ -11,68 +10,50 @@ from torch import Tensor
 
 @dataclass
 class MemoryEntry:
-    """What one frame leaves behind: its spatial memory (dropped once too old) and object pointer."""
+    """What one frame leaves behind: its spatial memory and object pointer."""
 
-    features: Tensor | None  # [1, mem_dim, h, w]
-    pos_enc: Tensor | None  # [1, mem_dim, h, w]
+    features: Tensor  # [1, mem_dim, h, w]
+    pos_enc: Tensor  # [1, mem_dim, h, w]
     obj_ptr: Tensor  # [1, hidden_dim]
 
 
 class MemoryBank:
-    """Entries keyed by absolute frame index.
+    """The newest frames' memories as stacked tensors.
 
     The memory attention reads the spatial memories of the `num_spatial` previous frames and the
-    object pointers of the `num_pointers` previous frames; nothing older is kept, so the bank's
-    size is bounded however long the stream runs (the release keeps every frame).
+    object pointers of the `num_pointers` previous frames; nothing older is kept, so the bank's size
+    is bounded however long the stream runs (the release keeps every frame), and once full its
+    tensors keep their shapes (what a compiled step needs). Frames are added in stream order.
     """
 
     def __init__(self, num_spatial: int = 6, num_pointers: int = 15):
         self.num_spatial = num_spatial
         self.num_pointers = num_pointers
-        self._entries: OrderedDict[int, MemoryEntry] = OrderedDict()
+        self.clear()
 
     def __len__(self) -> int:
-        return len(self._entries)
-
-    def __contains__(self, frame_index: int) -> bool:
-        return frame_index in self._entries
+        """Frames whose object pointer is held (the bank's reach)."""
+        return 0 if self.pointers is None else self.pointers.shape[0]
 
     def clear(self) -> None:
-        self._entries.clear()
+        self.features: Tensor | None = None  # [n, 1, mem_dim, h, w], oldest first
+        self.pos_enc: Tensor | None = None  # [n, 1, mem_dim, h, w]
+        self.pointers: Tensor | None = None  # [m, 1, hidden_dim], newest first
 
-    def add(self, frame_index: int, entry: MemoryEntry) -> None:
-        self._entries[frame_index] = entry
-        self._prune(newest=frame_index)
-
-    def spatial(self, frame_index: int) -> list[tuple[int, MemoryEntry]]:
-        """(distance, entry) of the frames frame_index-num_spatial .. frame_index-1, oldest first."""
-        found = []
-        for distance in range(self.num_spatial, 0, -1):
-            entry = self._entries.get(frame_index - distance)
-            if entry is not None and entry.features is not None:
-                found.append((distance, entry))
-        return found
-
-    def pointers(self, frame_index: int) -> list[tuple[int, Tensor]]:
-        """(distance, object pointer) of the previous frames, nearest first (at most num_pointers)."""
-        found = []
-        for distance in range(1, min(frame_index, self.num_pointers) + 1):
-            entry = self._entries.get(frame_index - distance)
-            if entry is not None:
-                found.append((distance, entry.obj_ptr))
-        return found
+    def add(self, entry: MemoryEntry) -> None:
+        """Add the newest frame's memory, forgetting what falls out of reach."""
+        self.features = _keep_last(self.features, entry.features[None], self.num_spatial)
+        self.pos_enc = _keep_last(self.pos_enc, entry.pos_enc[None], self.num_spatial)
+        newest = entry.obj_ptr[None]
+        self.pointers = newest if self.pointers is None else torch.cat([newest, self.pointers[: self.num_pointers - 1]])
 
     def spatial_entry_count(self) -> int:
-        return sum(entry.features is not None for entry in self._entries.values())
+        return 0 if self.features is None else self.features.shape[0]
 
-    def _prune(self, newest: int) -> None:
-        oldest_pointer = newest - self.num_pointers + 1  # read by frame newest+1 at distance num_pointers
-        oldest_spatial = newest - self.num_spatial + 1
-        for index in list(self._entries):
-            if index < oldest_pointer:
-                del self._entries[index]
-            elif index < oldest_spatial:
-                self._entries[index].features = self._entries[index].pos_enc = None
+
+def _keep_last(stacked: Tensor | None, newest: Tensor, count: int) -> Tensor:
+    """`stacked` ([n, ...]) with `newest` ([1, ...]) appended, its last `count` entries."""
+    return newest if stacked is None else torch.cat([stacked, newest])[-count:]
 
 
 class FusionContext:
@@ -96,9 +77,7 @@ class FusionContext:
         """Add the newest frame's features ([1, C, H, W]), forgetting what falls out of the window."""
         if self.window == 1:
             return
-        past = self._past.get(stage)
-        window = features if past is None else torch.cat([past, features])
-        self._past[stage] = window[-(self.window - 1):]
+        self._past[stage] = _keep_last(self._past.get(stage), features, self.window - 1)
 
     def __len__(self) -> int:
         return max((len(frames) for frames in self._past.values()), default=0)

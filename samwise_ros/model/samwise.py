@@ -89,7 +89,7 @@ class FrameDecoding:
 class FrameOutput:
     """What the clip forward returns for one frame."""
 
-    frame_index: int
+    frame_index: int | Tensor  # a device scalar from `forward_steady`
     low_res_logits: Tensor  # [1, 1, S/4, S/4]
     object_score_logits: Tensor  # [1, 1]
     cme_logits: Tensor | None  # [1, 2] once the frame is past the CME's first window
@@ -362,9 +362,8 @@ class Samwise(nn.Module):
 
     # ---- decoding -----------------------------------------------------------------------------
 
-    def decode_with_memory(self, features: ClipFeatures, index: int, frame_index: int,
-                           memory: StreamMemory) -> FrameDecoding:
-        pix_feat = self._condition_on_memory(features, index, frame_index, memory)
+    def decode_with_memory(self, features: ClipFeatures, index: int, memory: StreamMemory) -> FrameDecoding:
+        pix_feat = self._condition_on_memory(features, index, memory)
         return self._decode(features, index, pix_feat, with_motion=True)
 
     def decode_without_memory(self, features: ClipFeatures, index: int) -> FrameDecoding:
@@ -374,25 +373,26 @@ class Samwise(nn.Module):
         top = features.frame_feats(index)[-1] + self.sam.no_mem_embed  # [H*W, 1, C]
         return top.permute(1, 2, 0).reshape(1, -1, *features.feat_sizes[-1])
 
-    def _condition_on_memory(self, features: ClipFeatures, index: int, frame_index: int,
-                             memory: StreamMemory) -> Tensor:
+    def _condition_on_memory(self, features: ClipFeatures, index: int, memory: StreamMemory) -> Tensor:
         """Memory attention over the previous frames' spatial memories and object pointers."""
-        spatial = memory.bank.spatial(frame_index)
-        pointers = memory.bank.pointers(frame_index) if self.sam.use_obj_ptrs_in_encoder else []
-        if frame_index == 0 or not (spatial or pointers):
+        bank = memory.bank
+        if len(bank) == 0:
             return self._without_memory(features, index)
 
-        tokens, token_pos = [], []
-        for distance, entry in spatial:
-            tokens.append(entry.features.flatten(2).permute(2, 0, 1))  # [h*w, 1, mem_dim]
-            tpos = self.sam.maskmem_tpos_enc[min(distance - 1, self.sam.maskmem_tpos_enc.shape[0] - 1)]
-            token_pos.append(entry.pos_enc.flatten(2).permute(2, 0, 1) + tpos)
+        def frame_tokens(maps: Tensor) -> Tensor:  # [n, 1, mem_dim, h, w] -> [n*h*w, 1, mem_dim]
+            return maps.flatten(3).permute(0, 3, 1, 2).flatten(0, 1)
+
+        # temporal encoding by distance: the oldest of n spatial memories is n frames back
+        tpos_enc = self.sam.maskmem_tpos_enc
+        distances = torch.arange(bank.features.shape[0], 0, -1, device=tpos_enc.device)
+        tpos = tpos_enc[(distances - 1).clamp(max=tpos_enc.shape[0] - 1)]  # [n, 1, 1, mem_dim]
+        tokens = [frame_tokens(bank.features)]
+        token_pos = [(bank.pos_enc.flatten(3).permute(0, 3, 1, 2) + tpos).flatten(0, 1)]
         num_ptr_tokens = 0
-        if pointers:
-            ptrs = torch.stack([ptr for _, ptr in pointers], dim=0)  # [P, 1, C]
+        if self.sam.use_obj_ptrs_in_encoder:
             hidden, mem_dim = self.sam.hidden_dim, self.sam.mem_dim
-            # each C-dim pointer becomes C/mem_dim tokens, with a zero positional encoding (as released)
-            ptrs = ptrs.reshape(-1, 1, hidden // mem_dim, mem_dim).permute(0, 2, 1, 3).flatten(0, 1)
+            # each C-dim pointer (newest first) becomes C/mem_dim tokens with a zero positional encoding (as released)
+            ptrs = bank.pointers.reshape(-1, 1, hidden // mem_dim, mem_dim).permute(0, 2, 1, 3).flatten(0, 1)
             tokens.append(ptrs)
             token_pos.append(ptrs.new_zeros(ptrs.shape))
             num_ptr_tokens = ptrs.shape[0]
@@ -458,26 +458,51 @@ class Samwise(nn.Module):
         """
         use_cme = self.config.use_cme if use_cme is None else use_cme
         features = self.encode_clip(frames, query, memory.fusion_context)
+        window = self.config.cme_decision_window
+        return [
+            self._track_frame(features, index, frame_index, memory,
+                              use_cme and cme_window_open(frame_index, memory.last_cme_switch, window))
+            for index, frame_index in enumerate(frame_indices)
+        ]
+
+    def forward_steady(self, frames: Tensor, query: TextQuery, first_index: Tensor, memory: StreamMemory,
+                       use_cme: bool) -> list[FrameOutput]:
+        """`forward_clip` for a stream past its warm-up (`warm_up_frames`): every frame past the CME's first
+        window, the memory bank and the fusion context full. Then every input is a tensor whose shape stays
+        the same from call to call (`first_index`: the first frame's index, a device scalar), so that
+        `torch.compile` compiles it once; the outputs' frame indices are device scalars."""
+        features = self.encode_clip(frames, query, memory.fusion_context)
+        window = self.config.cme_decision_window
         outputs = []
-        for index, frame_index in enumerate(frame_indices):
-            decoded = self.decode_with_memory(features, index, frame_index, memory)
-            memory_logits, cme_logits = decoded.high_res_logits, None
-            ran = switched = torch.zeros((), dtype=torch.bool, device=memory_logits.device)
-            window_open = use_cme and cme_window_open(
-                frame_index, memory.last_cme_switch, self.config.cme_decision_window)
-            if window_open is not False:
-                memoryless = self.decode_without_memory(features, index)
-                cme_logits = self.cme(decoded.obj_ptr.detach(), memoryless.early_obj_ptr.detach())
-                ran = torch.as_tensor(window_open, device=memory_logits.device)
-                switched = ran & (cme_logits[0].argmax() == 1)
-                reweighted = reweight_memory_logits(memory_logits, memoryless.high_res_logits,
-                                                    self.config.switch_memory)
-                memory_logits = torch.where(switched, reweighted, memory_logits)
-                memory.last_cme_switch = torch.where(switched, frame_index, memory.last_cme_switch)
-            memory.bank.add(frame_index, self.encode_memory(features, index, memory_logits, decoded))
-            outputs.append(FrameOutput(frame_index, decoded.low_res_logits, decoded.object_score_logits,
-                                       cme_logits, ran, switched, memory_logits))
+        for index in range(frames.shape[0]):
+            frame_index = first_index + index
+            window_open = use_cme and (frame_index - memory.last_cme_switch >= window - 1)
+            outputs.append(self._track_frame(features, index, frame_index, memory, window_open))
         return outputs
+
+    def warm_up_frames(self, frame_window: int | None = None) -> int:
+        """Frames after which a stream's state keeps its size (see `forward_steady`)."""
+        bank = self.new_stream_memory().bank
+        return max(bank.num_pointers, bank.num_spatial, (frame_window or 1) - 1, self.config.cme_decision_window + 1)
+
+    def _track_frame(self, features: ClipFeatures, index: int, frame_index: int | Tensor, memory: StreamMemory,
+                     window_open: bool | Tensor) -> FrameOutput:
+        """Decode one frame of a clip with the memory, let the CME decide where `window_open` (False, or a
+        device bool), and write the frame's memory."""
+        decoded = self.decode_with_memory(features, index, memory)
+        memory_logits, cme_logits = decoded.high_res_logits, None
+        ran = switched = torch.zeros((), dtype=torch.bool, device=memory_logits.device)
+        if window_open is not False:
+            memoryless = self.decode_without_memory(features, index)
+            cme_logits = self.cme(decoded.obj_ptr.detach(), memoryless.early_obj_ptr.detach())
+            ran = torch.as_tensor(window_open, device=memory_logits.device)
+            switched = ran & (cme_logits[0].argmax() == 1)
+            reweighted = reweight_memory_logits(memory_logits, memoryless.high_res_logits, self.config.switch_memory)
+            memory_logits = torch.where(switched, reweighted, memory_logits)
+            memory.last_cme_switch = torch.where(switched, frame_index, memory.last_cme_switch)
+        memory.bank.add(self.encode_memory(features, index, memory_logits, decoded))
+        return FrameOutput(frame_index, decoded.low_res_logits, decoded.object_score_logits, cme_logits, ran, switched,
+                           memory_logits)
 
     def forward(self, frames: Tensor, query: TextQuery, train_object_scores: bool = False,
                 train_memoryless: bool = False, memory: StreamMemory | None = None,
@@ -501,7 +526,7 @@ class Samwise(nn.Module):
         outputs = []
         for index in range(frames.shape[0]):
             frame_index = first_index + index
-            pix_feat = self._condition_on_memory(features, index, frame_index, memory)
+            pix_feat = self._condition_on_memory(features, index, memory)
             decoded = self._decode(features, index, pix_feat, with_motion=True)
             masks = self.postprocess_logits(decoded.low_res_logits, resized_hw, resized_hw)
             cme_logits = cme_label = memoryless_masks = None
@@ -513,7 +538,7 @@ class Samwise(nn.Module):
                                                memoryless.object_score_logits.detach())
                 if not train_memoryless:
                     memoryless_masks = memoryless_masks.detach()
-            memory.bank.add(frame_index, self.encode_memory(features, index, decoded.high_res_logits, decoded))
+            memory.bank.add(self.encode_memory(features, index, decoded.high_res_logits, decoded))
             object_scores = decoded.object_score_logits if train_object_scores else decoded.object_score_logits.detach()
             outputs.append(TrainFrameOutput(masks, object_scores, cme_logits, cme_label, memoryless_masks, pix_feat))
         return outputs
@@ -528,10 +553,10 @@ class Samwise(nn.Module):
         resized_hw = tuple(frames.shape[-2:])
         outputs = []
         for index in range(frames.shape[0]):
-            pix_feat = self._condition_on_memory(features, index, index, memory)
+            pix_feat = self._condition_on_memory(features, index, memory)
             prompt = {"point_coords": points, "point_labels": labels} if index == 0 else None
             decoded = self._run_sam_heads(features, index, pix_feat, prompt)
-            memory.bank.add(index, self.encode_memory(features, index, decoded.high_res_logits, decoded))
+            memory.bank.add(self.encode_memory(features, index, decoded.high_res_logits, decoded))
             masks = self.postprocess_logits(decoded.low_res_logits, resized_hw, resized_hw)
             outputs.append(TrainFrameOutput(masks, decoded.object_score_logits, None, None))
         return outputs
