@@ -1,9 +1,14 @@
 #!/usr/bin/env python3
 """Stream benchmark: per-frame latency, throughput, and whether memory and time stay flat.
 
-    .venv/bin/python benchmarks/stream.py                          # tiny config, CPU, 5,000 frames per mode
-    .venv/bin/python benchmarks/stream.py --config official --device cuda --precision bf16 --frames 3000
+    .venv/bin/python benchmarks/stream.py                          # tiny config, CPU, 5,000 frames per run
+    .venv/bin/python benchmarks/stream.py --config demo --frames 400 --compile both
+    .venv/bin/python benchmarks/stream.py --config official --device cuda --precision bf16 --frames 3000 --compile both
 
+Each run is a mode (clip, frame) and a step (eager, compiled: StreamTracker(compile=True)); the summary
+gives each run's time per frame (p50/p95 over the frames past the first `--warm-up`, a clip's time divided by its
+length in clip mode), the frame/clip and eager/compiled ratios measured in this one process, and the
+allocated memory (GPU; resident memory on the CPU) at frame 100 and at the end.
 Latency is from a frame's push to the moment its result is returned (in clip mode a frame waits for
 its clip, so that includes the wait). Flatness compares the 400 frames from frame 100 with the last 400
 (median over clips of the time per frame, target within 5%) and the resident memory at frame 1,000 with the end
@@ -44,8 +49,14 @@ def median_time_per_frame(step_times: list[float], clip: int) -> float:
     return statistics.median(clips)
 
 
-def run_mode(model: Samwise, mode: str, frames: list[np.ndarray], count: int, device: torch.device) -> dict:
-    tracker = StreamTracker(model, mode=mode)
+def time_per_frame(step_times: list[float], clip: int, warm_up: int) -> list[float]:
+    """Each clip's time divided by its length, past the first `warm_up` frames (compilation happens there)."""
+    return [sum(step_times[i : i + clip]) / clip for i in range(warm_up, len(step_times) - clip + 1, clip)]
+
+
+def run_mode(model: Samwise, mode: str, compile: bool, frames: list[np.ndarray], count: int, warm_up: int,
+             device: torch.device) -> dict:
+    tracker = StreamTracker(model, mode=mode, compile=compile)
     tracker.set_query(demo_scene().expression)
     pushed_at, latencies, step_times, rss, gpu = {}, [], [], {}, {}
     started = time.perf_counter()
@@ -72,7 +83,11 @@ def run_mode(model: Samwise, mode: str, frames: list[np.ndarray], count: int, de
     late = median_time_per_frame(step_times[end - 400:end], clip)
     # every window, so that a trend shows apart from the machine's phases
     windows = [median_time_per_frame(step_times[start:start + 400], clip) for start in range(96, end - 399, 400)]
+    per_frame = time_per_frame(step_times[:end], clip, warm_up)
     return {
+        "time_p50_ms": 1000 * statistics.median(per_frame),
+        "time_p95_ms": 1000 * float(np.percentile(per_frame, 95)),
+        "compiled_step_active": tracker.compiled_step_active,
         "latency_p50_ms": 1000 * statistics.median(latencies),
         "latency_p95_ms": 1000 * float(np.percentile(latencies, 95)),
         "fps": count / elapsed,
@@ -92,7 +107,10 @@ def main() -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--frames", type=int, default=5000)
+    parser.add_argument("--warm-up", type=int, default=96, help="frames left out of the summary's times (a multiple of 8)")
     parser.add_argument("--modes", nargs="+", default=["clip", "frame"])
+    parser.add_argument("--compile", choices=("off", "on", "both"), default="off",
+                        help="the eager step, the compiled one, or both (compiling takes minutes on a CPU)")
     parser.add_argument("--size", type=int, nargs=2, default=(240, 320), metavar=("H", "W"))
     args = parser.parse_args()
 
@@ -112,25 +130,60 @@ def main() -> int:
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"config {args.config}, image size {model.image_size}, frames {args.size[0]}x{args.size[1]}, "
-          f"{name}, {precision}, {args.frames} frames per mode")
+          f"{name}, {precision}, {args.frames} frames per run")
+    steps = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
+    summary = {}
     for mode in args.modes:
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        stats = run_mode(model, mode, frames, args.frames, device)
-        rss = stats["rss_mib"]
-        rss_drift = 100 * (rss[args.frames] - rss[1000]) / rss[1000] if 1000 in rss else float("nan")
-        time_drift = 100 * (stats["time_late_ms"] - stats["time_early_ms"]) / stats["time_early_ms"]
-        print(f"[{mode}] latency p50 {stats['latency_p50_ms']:.1f} ms, p95 {stats['latency_p95_ms']:.1f} ms, "
-              f"throughput {stats['fps']:.1f} frames/s, memory bank {stats['memory_bank']} frames")
-        print(f"[{mode}] RSS MiB " + ", ".join(f"@{k}: {v:.1f}" for k, v in sorted(rss.items()))
-              + f"; drift 1,000 -> {args.frames}: {rss_drift:+.2f}% ({'ok' if abs(rss_drift) <= 2 else 'OVER 2%'})")
-        print(f"[{mode}] time per frame, frames 96-495: {stats['time_early_ms']:.2f} ms, last 400: "
-              f"{stats['time_late_ms']:.2f} ms; drift {time_drift:+.2f}% ({'ok' if abs(time_drift) <= 5 else 'OVER 5%'})")
-        print(f"[{mode}] time per frame by 400-frame window from frame 96 (ms): "
-              + " ".join(f"{window:.1f}" for window in stats["time_windows_ms"]))
-        if device.type == "cuda":
-            print(f"[{mode}] GPU memory allocated MiB " + ", ".join(f"@{k}: {v:.1f}" for k, v in sorted(stats["gpu_mib"].items()))
-                  + f"; peak {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB")
+        for compile in steps:
+            label = f"{mode}, {'compiled' if compile else 'eager'}"
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            stats = run_mode(model, mode, compile, frames, args.frames, args.warm_up, device)
+            print_run(label, stats, args.frames, device)
+            summary[mode, compile] = stats
+    print_summary(summary, device)
+    return 0
+
+
+def print_run(label: str, stats: dict, count: int, device: torch.device) -> None:
+    rss = stats["rss_mib"]
+    rss_drift = 100 * (rss[count] - rss[1000]) / rss[1000] if 1000 in rss else float("nan")
+    time_drift = 100 * (stats["time_late_ms"] - stats["time_early_ms"]) / stats["time_early_ms"]
+    print(f"[{label}] latency p50 {stats['latency_p50_ms']:.1f} ms, p95 {stats['latency_p95_ms']:.1f} ms, "
+          f"throughput {stats['fps']:.1f} frames/s, memory bank {stats['memory_bank']} frames")
+    if count < 896:  # too short for the flatness figures
+        return
+    print(f"[{label}] RSS MiB " + ", ".join(f"@{k}: {v:.1f}" for k, v in sorted(rss.items()))
+          + f"; drift 1,000 -> {count}: {rss_drift:+.2f}% ({'ok' if abs(rss_drift) <= 2 else 'OVER 2%'})")
+    print(f"[{label}] time per frame, frames 96-495: {stats['time_early_ms']:.2f} ms, last 400: "
+          f"{stats['time_late_ms']:.2f} ms; drift {time_drift:+.2f}% ({'ok' if abs(time_drift) <= 5 else 'OVER 5%'})")
+    print(f"[{label}] time per frame by 400-frame window from frame 96 (ms): "
+          + " ".join(f"{window:.1f}" for window in stats["time_windows_ms"]))
+    if device.type == "cuda":
+        print(f"[{label}] GPU memory allocated MiB " + ", ".join(f"@{k}: {v:.1f}" for k, v in sorted(stats["gpu_mib"].items()))
+              + f"; peak {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB")
+
+
+def print_summary(summary: dict, device: torch.device) -> None:
+    memory = "gpu_mib" if device.type == "cuda" else "rss_mib"
+    print("summary: time per frame p50 / p95 (ms), frames/s at p50, "
+          f"{'GPU allocated' if device.type == 'cuda' else 'resident'} MiB at frame 100 and at the end")
+    for (mode, compile), stats in summary.items():
+        held = stats[memory]
+        step = "compiled" if compile else "eager"
+        active = "" if not compile or stats["compiled_step_active"] else " (compiled step NOT active)"
+        print(f"  {mode:5s} {step:8s} {stats['time_p50_ms']:8.2f} / {stats['time_p95_ms']:8.2f}   "
+              f"{1000 / stats['time_p50_ms']:7.1f}   {held.get(100, float('nan')):.1f} -> {held[max(held)]:.1f}{active}")
+    for compile in (False, True):
+        if ("frame", compile) in summary and ("clip", compile) in summary:
+            ratio = summary["frame", compile]["time_p50_ms"] / summary["clip", compile]["time_p50_ms"]
+            print(f"  frame/clip ({'compiled' if compile else 'eager'}): {ratio:.2f}")
+    for mode in ("clip", "frame"):
+        if (mode, False) in summary and (mode, True) in summary:
+            ratio = summary[mode, False]["time_p50_ms"] / summary[mode, True]["time_p50_ms"]
+            print(f"  eager/compiled ({mode}): {ratio:.2f}")
+
+
     return 0
 
 

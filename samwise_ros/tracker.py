@@ -20,6 +20,7 @@ from torch import Tensor
 
 from .geometry import mask_stats
 from .model import Samwise
+from .model.memory import StreamMemory
 from .model.samwise import FrameOutput, TextQuery
 from .preprocess import preprocess_frame, validate_frame
 
@@ -81,8 +82,9 @@ class StreamTracker:
         # then go through the model's steady step, compiled when asked for.
         self._warm_up_frames = model.warm_up_frames(self.frame_window if mode == "frame" else None)
         self._steady_clip_length = 1 if mode == "frame" else clip_length
-        self.compiled = compile
+        self.compile = compile
         self._steady_step = compile_steady_step(model) if compile else model.forward_steady
+        self._last_step_steady = False
         self._pending: list[_PendingFrame] = []
         self._next_index = 0
         self._last_stamp: float | None = None
@@ -117,6 +119,11 @@ class StreamTracker:
     def memory_size(self) -> int:
         """Frames held in the memory bank (bounded by the memory attention's reach)."""
         return len(self._memory.bank)
+
+    @property
+    def compiled_step_active(self) -> bool:
+        """The last frames went through the compiled steady step."""
+        return self.compile and self._last_step_steady
 
     @property
     def pending_frames(self) -> int:
@@ -161,7 +168,8 @@ class StreamTracker:
         frames = pending[0].pixels.new_zeros(len(pending), 3, size, size)
         for slot, frame in zip(frames, pending):
             slot[:, : frame.resized_hw[0], : frame.resized_hw[1]] = frame.pixels
-        if indices[0] < self._warm_up_frames or len(pending) != self._steady_clip_length:
+        self._last_step_steady = indices[0] >= self._warm_up_frames and len(pending) == self._steady_clip_length
+        if not self._last_step_steady:
             return self.model.forward_clip(frames, self._query, indices, self._memory, use_cme=self.use_cme)
         first_index = torch.tensor(indices[0], device=frames.device)
         outputs = self._steady_step(frames, self._query, first_index, self._memory, self.use_cme)
@@ -197,7 +205,16 @@ class StreamTracker:
 
 
 def compile_steady_step(model: Samwise):
-    """`model.forward_steady` through torch.compile: static shapes; CUDA graphs on CUDA, where a step
-    at batch one waits on kernel launches rather than on arithmetic."""
-    mode = "reduce-overhead" if model.device.type == "cuda" else None
-    return torch.compile(model.forward_steady, dynamic=False, mode=mode)
+    """`model.forward_steady` through torch.compile with static shapes; on CUDA with CUDA graphs, since a
+    step at batch one waits on kernel launches rather than on arithmetic."""
+    if model.device.type != "cuda":
+        return torch.compile(model.forward_steady, dynamic=False)
+    compiled = torch.compile(model.forward_steady, dynamic=False, mode="reduce-overhead")
+
+    def step(frames: Tensor, query: TextQuery, first_index: Tensor, memory: StreamMemory, use_cme: bool):
+        torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs have been read
+        outputs = compiled(frames, query, first_index, memory, use_cme)
+        memory.own_tensors()  # the stream keeps them past the next replay
+        return outputs
+
+    return step

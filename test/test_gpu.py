@@ -111,6 +111,38 @@ def test_gpu_memory_stays_flat_over_a_long_stream(tokenizer, mode):
     assert allocated[400] == allocated[100]
 
 
+@pytest.mark.parametrize("mode", ["frame", "clip"])
+def test_the_compiled_step_with_cuda_graphs_equals_eager(official_model, mode):
+    """Official config in bf16: the compiled steady step (CUDA graphs) against eager over 40 frames, a
+    reset and the same query again, with allocated memory flat once compiled."""
+    model = official_model.prepare(CUDA, "bf16")
+    frames = demo_frames(40)
+
+    def stream(compile: bool):
+        tracker = StreamTracker(model, clip_length=4, mode=mode, keep_probability=True, compile=compile)
+        tracker.set_query(demo_scene().expression)
+        results, allocated = [], {}
+        for index, frame in enumerate(frames + frames):
+            if index == len(frames):
+                tracker.reset()
+            results += tracker.push(frame)
+            if index + 1 in (36, 80):
+                torch.cuda.synchronize()
+                allocated[index + 1] = torch.cuda.memory_allocated(CUDA)
+        return results, allocated, tracker.compiled_step_active
+
+    try:
+        eager, _, eager_active = stream(False)
+        compiled, allocated, compiled_active = stream(True)
+    finally:
+        official_model.prepare("cpu")
+    assert compiled_active and not eager_active
+    assert allocated[80] == allocated[36]
+    for c, e in zip(compiled, eager):
+        assert np.abs(c.probability - e.probability).max() < 1e-3 * 20  # bf16: logits close, probabilities too
+        assert c.cme_switched == e.cme_switched
+
+
 def test_training_on_cuda_with_bf16_autocast_lowers_the_loss(tokenizer, tmp_path):
     torch.manual_seed(0)
     model = Samwise(SamwiseConfig.tiny(vocab_size=len(tokenizer)), tokenizer=tokenizer).to(CUDA)

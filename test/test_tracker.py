@@ -279,10 +279,9 @@ def test_the_compiled_steady_step_equals_eager_and_compiles_once(tiny_model, tok
     frames = video(60, 48, 64)
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
-    compiled = stream_with_a_reset_and_a_new_query(
-        StreamTracker(tiny_model, clip_length=clip_length, mode=mode, keep_probability=True, compile=True),
-        frames, queries)
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    tracker = StreamTracker(tiny_model, clip_length=clip_length, mode=mode, keep_probability=True, compile=True)
+    compiled = stream_with_a_reset_and_a_new_query(tracker, frames, queries)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1 and tracker.compiled_step_active
     eager = stream_with_a_reset_and_a_new_query(
         StreamTracker(tiny_model, clip_length=clip_length, mode=mode, keep_probability=True), frames, queries)
 

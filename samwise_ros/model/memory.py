@@ -50,6 +50,10 @@ class MemoryBank:
     def spatial_entry_count(self) -> int:
         return 0 if self.features is None else self.features.shape[0]
 
+    def own_tensors(self) -> None:
+        self.features, self.pos_enc, self.pointers = (
+            None if tensor is None else tensor.clone() for tensor in (self.features, self.pos_enc, self.pointers))
+
 
 def _keep_last(stacked: Tensor | None, newest: Tensor, count: int) -> Tensor:
     """`stacked` ([n, ...]) with `newest` ([1, ...]) appended, its last `count` entries."""
@@ -85,6 +89,9 @@ class FusionContext:
     def clear(self) -> None:
         self._past.clear()
 
+    def own_tensors(self) -> None:
+        self._past = {stage: frames.clone() for stage, frames in self._past.items()}
+
 
 @dataclass
 class StreamMemory:
@@ -100,3 +107,11 @@ class StreamMemory:
         self.last_cme_switch = torch.zeros_like(self.last_cme_switch)
         if self.fusion_context is not None:
             self.fusion_context.clear()
+
+    def own_tensors(self) -> None:
+        """Copy every tensor held into memory of its own: a CUDA graph's outputs live in its memory pool,
+        which its next replay overwrites."""
+        self.bank.own_tensors()
+        self.last_cme_switch = self.last_cme_switch.clone()
+        if self.fusion_context is not None:
+            self.fusion_context.own_tensors()
