@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/versus_official.py --official PATH_TO_SAMWISE_CHECKOUT   # on CUDA
     .venv/bin/python benchmarks/versus_official.py --official PATH --device cpu --config tiny --frames 40 --warm-up 16
 
-The official repository (ClaudiaCuttano/SAMWISE) is loaded as scripts/compare_with_official.py loads it
+The official repository (ClaudiaCuttano/SAMWISE) is loaded as research/compare_with_official.py loads it
 (its text encoder shimmed onto this package's RoBERTa layers) and runs fp32, as released, in clips of
 `--clip-length` frames. This package runs the same official-size model (Hiera-B+, RoBERTa-base shapes,
 1024 px, random weights: speed does not depend on them) through StreamTracker: clip mode in fp32 and bf16,
@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "scripts"), str(ROOT / "test")]
+sys.path[:0] = [str(ROOT), str(ROOT / "test")]
 
-from compare_with_official import build_official, randomise  # noqa: E402
+from research.compare_with_official import build_official, randomise  # noqa: E402
 from samwise_ros.data.synthetic import demo_scene  # noqa: E402
 from samwise_ros.model import Samwise, SamwiseConfig  # noqa: E402
 from samwise_ros.preprocess import preprocess_frame  # noqa: E402

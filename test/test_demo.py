@@ -65,8 +65,7 @@ def test_bundled_weights_load_from_float16_and_segment_held_out_clips_on_the_cpu
     import torch
 
     from samwise_ros import Samwise
-    from samwise_ros.data.synthetic import KINDS, SyntheticReferringVideos
-    from samwise_ros.tools.train import HELD_OUT_SEED_OFFSET
+    from samwise_ros.data.synthetic import HELD_OUT_SEED_OFFSET, KINDS, SyntheticReferringVideos
     from samwise_ros.training.evaluation import score_clips
     from samwise_ros.weights import demo_weights
 

@@ -37,6 +37,7 @@ KINDS = ("appearance", "motion", "time", "switch")
 DEFAULT_KINDS = ("appearance", "motion", "time")  # switch is asked for by name (it needs 4 frames or more)
 # per-pixel attribute maps of training clips: the classes of each attribute a look-alike differs in
 ATTRIBUTE_CLASSES = {"colour": tuple(COLOURS), "shape": SHAPES, "size": tuple(SIZES)}
+HELD_OUT_SEED_OFFSET = 1_000_003  # held-out scenes: another seed than any training run's
 
 NOUNS = {"ball": ("ball", "circle"), "square": ("square",), "triangle": ("triangle",)}
 MOTION_PHRASES = {

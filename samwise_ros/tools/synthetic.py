@@ -10,8 +10,7 @@ import argparse
 from pathlib import Path
 
 from ..data.export import write_mevis_split
-from ..data.synthetic import DEFAULT_KINDS, KINDS, SyntheticReferringVideos
-from .train import HELD_OUT_SEED_OFFSET
+from ..data.synthetic import DEFAULT_KINDS, HELD_OUT_SEED_OFFSET, KINDS, SyntheticReferringVideos
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -1,5 +1,6 @@
 """samwise-train: train SAMWISE's adapters, prompt MLP and CME (SAM2 and the text encoder frozen),
 or a whole tiny model from scratch; resumable; runs under torchrun for several GPUs or processes.
+(The stand-in pre-training and auxiliary losses the demo weights were trained with: research/.)
 
     samwise-train --data synthetic --config tiny --from-scratch --epochs 10 --output runs/demo
     samwise-train --data mevis --data-root MeViS_release --init final_model_mevis.pth --tokenizer roberta-base/
@@ -15,26 +16,22 @@ from pathlib import Path
 
 import torch
 
-from ..data.synthetic import DEFAULT_KINDS, KINDS, SyntheticReferringVideos, scene_corpus
+from ..data.synthetic import DEFAULT_KINDS, HELD_OUT_SEED_OFFSET, KINDS, SyntheticReferringVideos, scene_corpus
 from ..model import Samwise, SamwiseConfig
 from ..model.samwise import TRAINABLE_MODULES
 from ..model.tokenizer import train_roberta_tokenizer
 from ..runtime import resolve_device
 from ..training.evaluation import clip_scores, decoder_input_scales, summarize
-from ..training.sam2_pretraining import pretrain_sam2
-from ..training.shape_attributes import ShapeAttributeLoss
-from ..training.text_pretraining import AttributeProbes, pretrain_text_encoder
 from ..training.trainer import LAST, Trainer, TrainSettings, init_distributed
 
 
 PRESETS = ("tiny", "demo", "official")
-HELD_OUT_SEED_OFFSET = 1_000_003  # held-out synthetic scenes: another seed than any training run's
-SAM2_PRETRAINING_SEED_OFFSET = 500_009  # its scenes: neither the training run's nor the held-out ones
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="samwise-train", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+def build_parser(prog: str = "samwise-train", doc: str = __doc__) -> argparse.ArgumentParser:
+    """samwise-train's options; `prog` and `doc` name a tool that adds its own (research/)."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=doc)
     data = parser.add_argument_group("data")
     data.add_argument("--data", choices=("synthetic", "ytvos", "mevis", "refcoco"), default="synthetic")
     data.add_argument("--data-root", type=Path, help="dataset folder (not for synthetic)")
@@ -61,17 +58,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     training.add_argument("--train-only", nargs="+", choices=TRAINABLE_MODULES, metavar="MODULE",
                           help=f"train only these of the release's modules ({', '.join(TRAINABLE_MODULES)}), "
                                "e.g. cme on streams where the memory must switch")
-    training.add_argument("--pretrain-text", type=int, default=0, metavar="STEPS",
-                          help="first pre-train the text encoder on the synthetic expressions' attributes (from "
-                               "scratch: a stand-in for a pre-trained RoBERTa)")
-    training.add_argument("--pretrain-sam2", type=int, default=0, metavar="STEPS",
-                          help="first pre-train SAM2 on its own task, box-prompted tracking of the synthetic shapes "
-                               "(from scratch: a stand-in for a pre-trained SAM2)")
-    training.add_argument("--prompt-attribute-loss", action="store_true",
-                          help="keep the decoder's text prompt telling the synthetic attributes apart (from scratch)")
-    training.add_argument("--shape-attribute-loss", action="store_true",
-                          help="linear heads must read each pixel's colour, shape and size from the decoder's image "
-                               "embedding (synthetic data; training-only heads)")
     training.add_argument("--memoryless-mask-loss", action="store_true",
                           help="also train the memory-less decodings the CME compares against (focal + dice)")
     training.add_argument("--epochs", type=int, default=1)
@@ -90,7 +76,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     training.add_argument("--seed", type=int, default=0)
     training.add_argument("--output", type=Path, default=Path("runs/samwise"))
     training.add_argument("--resume", action="store_true", help="continue from OUTPUT/last")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
+    return checked_args(parser, parser.parse_args(argv))
+
+
+def checked_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """`args` with --lr-scale parsed; the parser's error on options that do not go together."""
     try:
         args.lr_scale = {prefix: float(factor) for prefix, factor in (item.split("=") for item in args.lr_scale)}
     except ValueError:
@@ -99,11 +94,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--train-only picks among the release's modules; --from-scratch trains every parameter")
     if args.history_clips < 0 or (args.history_clips and args.data == "refcoco"):
         parser.error("--history-clips takes K >= 0 earlier clips of video data (not refcoco's images)")
-    for flag, used in (("--pretrain-text", args.pretrain_text), ("--pretrain-sam2", args.pretrain_sam2),
-                       ("--prompt-attribute-loss", args.prompt_attribute_loss),
-                       ("--shape-attribute-loss", args.shape_attribute_loss)):
-        if used and (args.data != "synthetic" or not args.from_scratch):  # they know the synthetic expressions only
-            parser.error(f"{flag} is for --from-scratch training on --data synthetic")
     return args
 
 
@@ -157,24 +147,26 @@ def scores_by_kind(model: Samwise, held_out: SyntheticReferringVideos) -> dict[s
     return overall | {f"eval_{name}": value for name, value in decoder_input_scales(model, held_out[0]).items()}
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def process_device(args: argparse.Namespace) -> torch.device:
+    """This process's device (under torchrun, each rank's own GPU); the output directory created."""
     rank, _ = init_distributed()
     device = resolve_device(args.device)
     if device.type == "cuda" and rank:
         device = torch.device("cuda", rank % torch.cuda.device_count())
     args.output.mkdir(parents=True, exist_ok=True)
-    model = build_model(args, device)
-    if args.pretrain_sam2:
-        iou = pretrain_sam2(model, args.pretrain_sam2, args.clip_length, tuple(args.frame_size), args.batch_size,
-                            lr=args.lr, seed=args.seed + SAM2_PRETRAINING_SEED_OFFSET, show_progress=rank == 0)
-        print(f"SAM2 pre-trained for {args.pretrain_sam2} steps: tracked-frame IoU {iou:.3f} (last tenth)")
-    if args.pretrain_text:
-        accuracy = pretrain_text_encoder(model, args.pretrain_text, seed=args.seed)
-        print(f"text encoder pre-trained for {args.pretrain_text} steps: attribute accuracy {accuracy:.3f}")
-    torch.manual_seed(args.seed)  # the auxiliary heads' initialisation: the same on every DDP rank
-    text_loss = AttributeProbes(model, on_prompt=True).to(device) if args.prompt_attribute_loss else None
-    clip_losses = {"shape_attributes": ShapeAttributeLoss(model).to(device)} if args.shape_attribute_loss else {}
+    return device
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    return train(args, build_model(args, process_device(args)))
+
+
+def train(args: argparse.Namespace, model: Samwise, text_loss: torch.nn.Module | None = None,
+          clip_losses: dict[str, torch.nn.Module] | None = None) -> int:
+    """Train `model` as `args` say, with the Trainer's auxiliary losses if given (research/); `--init`
+    with a run directory also brings the auxiliary heads saved there."""
+    torch.manual_seed(args.seed)  # training's random draws (dropout): the same on every DDP rank and every run
     evaluate = None
     if args.data == "synthetic" and args.eval_size > 0:
         held_out = build_dataset(args, seed=args.seed + HELD_OUT_SEED_OFFSET, length=args.eval_size)

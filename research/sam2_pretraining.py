@@ -19,11 +19,12 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from ..data.synthetic import Scene, SyntheticReferringVideos
-from ..model import Samwise
-from .batches import clip_tensors
-from .losses import mask_losses
-from .trainer import lr_factor, presence_loss
+from samwise_ros.data.synthetic import Scene, SyntheticReferringVideos
+from samwise_ros.model import Samwise
+from samwise_ros.model.samwise import ClipFeatures, TrainFrameOutput
+from samwise_ros.training.batches import clip_tensors
+from samwise_ros.training.losses import mask_losses
+from samwise_ros.training.trainer import lr_factor, presence_loss
 
 MIN_PROMPT_PIXELS = 40  # an object gets a box on the first frame only when this much of it shows
 BOX_JITTER = 0.1  # each box side moves by up to this fraction of the box's size (SAM2 trains on noisy boxes)
@@ -52,6 +53,32 @@ def prompted_track(scene: Scene, num_frames: int, rng: np.random.Generator) -> P
     return PromptedTrack(frames, masks, box)
 
 
+def encode_frames_without_text(model: Samwise, frames: Tensor) -> ClipFeatures:
+    """frames: [T, 3, h, w] normalised, through SAM2's own image encoder: no adapters, no text (the
+    sentence state is empty, [T, 0])."""
+    frames = model._pad_to_input(frames)
+    vision_feats, vision_pos, feat_sizes = model._forward_neck(model.sam.image_encoder.trunk(frames))
+    return ClipFeatures(vision_feats, vision_pos, feat_sizes, frames.new_zeros(frames.shape[0], 0), None)
+
+
+def forward_prompted(model: Samwise, frames: Tensor, points: Tensor, labels: Tensor) -> list[TrainFrameOutput]:
+    """SAM2's own task, promptable video segmentation, without text or adapters: the prompt on the
+    first frame, the memory alone after it. points [1, P, 2] (x, y) in pixels of the resized frames,
+    labels [1, P] as SAM2 takes them (1 positive, 0 negative, 2 and 3 a box's corners)."""
+    features = encode_frames_without_text(model, frames)
+    memory = model.new_stream_memory()
+    resized_hw = tuple(frames.shape[-2:])
+    outputs = []
+    for index in range(frames.shape[0]):
+        pix_feat = model._condition_on_memory(features, index, memory)
+        prompt = {"point_coords": points, "point_labels": labels} if index == 0 else None
+        decoded = model._run_sam_heads(features, index, pix_feat, prompt)
+        memory.bank.add(model.encode_memory(features, index, decoded.high_res_logits, decoded))
+        masks = model.postprocess_logits(decoded.low_res_logits, resized_hw, resized_hw)
+        outputs.append(TrainFrameOutput(masks, decoded.object_score_logits, None, None))
+    return outputs
+
+
 def track_loss(model: Samwise, track: PromptedTrack) -> tuple[Tensor, float]:
     """Focal + dice over the clip and SAM2's object-score loss; also the mean IoU of the frames after the
     first (what the memory alone tracked)."""
@@ -60,7 +87,7 @@ def track_loss(model: Samwise, track: PromptedTrack) -> tuple[Tensor, float]:
     scale = np.array([resized_width / width, resized_height / height] * 2)  # x0, y0, x1, y1
     points = torch.as_tensor(track.box * scale, dtype=torch.float32, device=model.device).view(1, 2, 2)
     labels = torch.tensor([BOX_LABELS], dtype=torch.int32, device=model.device)
-    outputs = model.forward_prompted(tensors.frames, points, labels)
+    outputs = forward_prompted(model, tensors.frames, points, labels)
     focal, dice = mask_losses([out.mask_logits for out in outputs], tensors.masks)
     loss = focal + dice + presence_loss(outputs, tensors.masks)
     with torch.no_grad():

@@ -1,14 +1,13 @@
-"""scripts/probe_image_features.py: the cell labels it probes for, and a run on a tiny model."""
+"""research/probe_image_features.py: the cell labels it probes for, and a run on a tiny model."""
 
 import numpy as np
 import torch
 
-from helpers import load_script
+from research import probe_image_features as probe
 from samwise_ros.data.synthetic import ATTRIBUTE_CLASSES, demo_scene
 
 
 def test_cells_are_labelled_with_the_shape_covering_them():
-    probe = load_script("probe_image_features")
     scene = demo_scene()  # 240x320: a red ball (the target), a green square, a blue triangle
     labels = probe.cell_labels(scene, image_size=320, resized_hw=(240, 320), cells=20)  # 16 px cells
     ball = scene.shapes[scene.target]
@@ -24,7 +23,6 @@ def test_cells_are_labelled_with_the_shape_covering_them():
 
 
 def test_probes_run_on_a_model_and_report_against_the_majority_class(tiny_model):
-    probe = load_script("probe_image_features")
     features, labels = probe.features_and_labels(tiny_model, scenes=4, level=2)
     assert features.shape[0] == labels.shape[0] > 0 and labels.shape[1] == 5
     assert torch.allclose(features.mean(0), torch.zeros(features.shape[1]), atol=1e-4)

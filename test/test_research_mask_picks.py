@@ -1,11 +1,9 @@
-"""scripts/mask_picks.py: attributing a mask to a shape, and a tally on a tiny model."""
+"""research/mask_picks.py: attributing a mask to a shape, and a tally on a tiny model."""
 
 import numpy as np
 
-from helpers import load_script
+from research import mask_picks as picks
 from samwise_ros.data.synthetic import demo_scene
-
-picks = load_script("mask_picks")
 
 
 def test_a_mask_is_attributed_to_the_shape_it_covers_most():

@@ -8,7 +8,7 @@ or, on frames where the target is not visible, as empty (right) or a false posit
 the frames where the target is picked: mask quality apart from the choice of shape. On appears-later
 and switch scenes the counts are split before and after the target's first frame.
 
-    python scripts/mask_picks.py samwise_ros/weights/demo --kind appearance --scenes 30
+    python -m research.mask_picks samwise_ros/weights/demo --kind appearance --scenes 30
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ from collections import Counter
 
 import numpy as np
 
-from samwise_ros.data.synthetic import KINDS, Scene, SyntheticReferringVideos
+from samwise_ros.data.synthetic import HELD_OUT_SEED_OFFSET, KINDS, Scene, SyntheticReferringVideos
 from samwise_ros.model import Samwise
-from samwise_ros.tools.train import HELD_OUT_SEED_OFFSET
 from samwise_ros.training.evaluation import segment_clip
 
 MIN_MASK_PIXELS = 20  # fewer: the mask counts as empty

@@ -1,15 +1,12 @@
-"""scripts/cme_ceiling.py: the CME replaced by decision rules, on a tiny model with random weights."""
+"""research/cme_ceiling.py: the CME replaced by decision rules, on a tiny model with random weights."""
 
 import pytest
 import torch
 
-from helpers import load_script
+from research import cme_ceiling as ceiling
 from samwise_ros import Samwise, SamwiseConfig
-from samwise_ros.data.synthetic import SyntheticReferringVideos
-from samwise_ros.tools.train import HELD_OUT_SEED_OFFSET
+from samwise_ros.data.synthetic import HELD_OUT_SEED_OFFSET, SyntheticReferringVideos
 from samwise_ros.training.evaluation import clip_scores, summarize
-
-ceiling = load_script("cme_ceiling")
 
 
 def fresh_model(tokenizer) -> Samwise:

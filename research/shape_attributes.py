@@ -4,7 +4,7 @@ from the image embedding the mask decoder attends to.
 
 Why: the decoder picks the referred shape by matching its text prompt against that embedding, so the
 embedding must tell the shapes apart by what expressions say. In the demo weights it did not: linear
-probes on it (scripts/probe_image_features.py) read each stride-16 cell's colour (0.63 accuracy,
+probes on it (research/probe_image_features.py) read each stride-16 cell's colour (0.63 accuracy,
 majority class 0.32) but not its shape (0.49, majority 0.52) or size (majority), so "the small green
 square" could not be told from the green ball beside it. A pre-trained SAM2 brings such features; a
 SAM2 trained from scratch on masks alone does not learn them. The heads are training-only and discarded.
@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data.synthetic import ATTRIBUTE_CLASSES
-from ..model import Samwise
-from .batches import ClipTensors
+from samwise_ros.data.synthetic import ATTRIBUTE_CLASSES
+from samwise_ros.model import Samwise
+from samwise_ros.training.batches import ClipTensors
 
 
 class ShapeAttributeLoss(nn.Module):

@@ -14,7 +14,7 @@ mask written into it, and the CME, which only rewrites that mask, cannot help th
 also measures that directly: how far frame 1's mask logits move between an all-object and an empty mask
 in frame 0's memory (on held-out appearance scenes, whose target is in view from the first frame).
 
-    python scripts/cme_ceiling.py samwise_ros/weights/demo --kind switch --scenes 30 --frames 16
+    python -m research.cme_ceiling samwise_ros/weights/demo --kind switch --scenes 30 --frames 16
 """
 
 from __future__ import annotations
@@ -26,11 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from samwise_ros.data.synthetic import KINDS, SyntheticReferringVideos
+from samwise_ros.data.synthetic import HELD_OUT_SEED_OFFSET, KINDS, SyntheticReferringVideos
 from samwise_ros.model import Samwise
 from samwise_ros.model.cme import same_object_labels
 from samwise_ros.preprocess import resized_shape
-from samwise_ros.tools.train import HELD_OUT_SEED_OFFSET
 from samwise_ros.training.batches import clip_tensors
 from samwise_ros.training.evaluation import clip_scores, summarize
 
@@ -47,6 +46,7 @@ class RuleDecisions(nn.Module):
         self.model, self.rule = [model], rule  # a list: not a submodule of the module it is installed in
         self.truth: np.ndarray | None = None  # [T, H, W] bool of the clip being segmented
         self.resized_hw: tuple[int, int] = (0, 0)  # its frames' size in the model
+        self.frame = -1  # the clip's frame being decoded: the tracker decodes each once, in order
         self.decided = self.switched = 0
         self._with_memory, self._without_memory = model.decode_with_memory, model.decode_without_memory
         model.decode_with_memory, model.decode_without_memory = self.decode_with_memory, self.decode_without_memory
@@ -57,11 +57,12 @@ class RuleDecisions(nn.Module):
 
     def start(self, clip) -> None:
         """Decide on `clip` next (its true masks and frame size)."""
-        self.truth = clip.masks
+        self.truth, self.frame = clip.masks, -1
         self.resized_hw = resized_shape(*clip.frames.shape[1:3], self.model[0].image_size)
 
-    def decode_with_memory(self, features, index, frame_index, memory):
-        self.frame, self.memory_path = frame_index, self._with_memory(features, index, frame_index, memory)
+    def decode_with_memory(self, features, index, memory):
+        self.frame += 1
+        self.memory_path = self._with_memory(features, index, memory)
         return self.memory_path
 
     def decode_without_memory(self, features, index):
@@ -128,12 +129,12 @@ def memory_mask_effect(model: Samwise, clip) -> tuple[float, float]:
     tensors = clip_tensors(clip.frames[:2], clip.masks[:2], clip.expression, model.image_size, model.device)
     with torch.no_grad():
         features = model.encode_clip(tensors.frames, model.tokenize(clip.expression))
-        first = model.decode_with_memory(features, 0, 0, model.new_stream_memory())
+        first = model.decode_with_memory(features, 0, model.new_stream_memory())
         logits = []
         for value in (10.0, -10.0):  # the memory encoder's input range (sigmoid(logits) * 20 - 10)
             memory = model.new_stream_memory()
             memory.bank.add(model.encode_memory(features, 0, torch.full_like(first.high_res_logits, value), first))
-            logits.append(model.decode_with_memory(features, 1, 1, memory).high_res_logits)
+            logits.append(model.decode_with_memory(features, 1, memory).high_res_logits)
     return (logits[0] - logits[1]).std().item(), logits[1].std().item()
 
 

@@ -7,7 +7,7 @@ with the shape covering most of it (at least 30%) or background. Linear probes t
 cells and scored on the rest say whether a cell's features tell foreground, colour, shape, size and
 "is the referred shape" (a majority-class baseline beside each).
 
-    python scripts/probe_image_features.py samwise_ros/weights/demo --scenes 150 --level 2
+    python -m research.probe_image_features samwise_ros/weights/demo --scenes 150 --level 2
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from samwise_ros.data.synthetic import ATTRIBUTE_CLASSES, SyntheticReferringVideos
+from samwise_ros.data.synthetic import ATTRIBUTE_CLASSES, HELD_OUT_SEED_OFFSET, SyntheticReferringVideos
 from samwise_ros.model import Samwise
-from samwise_ros.tools.train import HELD_OUT_SEED_OFFSET
 from samwise_ros.training.batches import clip_tensors
 
 MIN_COVER = 0.3

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.synthetic import COLOURS, DIRECTIONS, SHAPES, SIZES, Description, scene_descriptions
-from ..model import Samwise
+from samwise_ros.data.synthetic import COLOURS, DIRECTIONS, SHAPES, SIZES, Description, scene_descriptions
+from samwise_ros.model import Samwise
 
 # per Description field: the values it can take (None = not said)
 ATTRIBUTE_VALUES = {
