@@ -20,6 +20,7 @@ from torch import Tensor
 
 from .geometry import mask_stats
 from .model import Samwise
+from .model.cme import RELEASE_DECISION_WINDOW
 from .model.memory import StreamMemory
 from .model.samwise import FrameOutput, TextQuery
 from .preprocess import preprocess_frame, validate_frame
@@ -58,8 +59,8 @@ class _PendingFrame:
 
 class StreamTracker:
     def __init__(self, model: Samwise, clip_length: int = 8, mode: str = "clip", frame_window: int | None = None,
-                 mask_threshold: float = 0.5, use_cme: bool | None = None, precision: str | None = None,
-                 keep_probability: bool = False, compile: bool = False):
+                 mask_threshold: float = 0.5, use_cme: bool | None = None, cme_window: int = RELEASE_DECISION_WINDOW,
+                 precision: str | None = None, keep_probability: bool = False, compile: bool = False):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if clip_length < 1:
@@ -72,7 +73,10 @@ class StreamTracker:
         self.frame_window = frame_window or clip_length
         self.mask_threshold = mask_threshold
         self.keep_probability = keep_probability  # evaluation needs it (the DAVIS protocol argmaxes objects)
-        self.use_cme = model.config.use_cme if use_cme is None else use_cme
+        if cme_window < 1:
+            raise ValueError(f"cme_window must be at least 1, got {cme_window}")
+        self.use_cme = model.config.cme_trained if use_cme is None else use_cme
+        self.cme_window = cme_window
         self.precision = precision or model.precision
         if self.precision not in ("fp32", *AUTOCAST_DTYPES):
             raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
@@ -80,7 +84,7 @@ class StreamTracker:
         self._memory = model.new_stream_memory(self.frame_window if mode == "frame" else None)
         # Past the warm-up, the stream's state keeps its shapes: full clips (one frame in frame mode)
         # then go through the model's steady step, compiled when asked for.
-        self._warm_up_frames = model.warm_up_frames(self.frame_window if mode == "frame" else None)
+        self._warm_up_frames = model.warm_up_frames(self.frame_window if mode == "frame" else None, cme_window)
         self._steady_clip_length = 1 if mode == "frame" else clip_length
         self.compile = compile
         self._steady_step = compile_steady_step(model) if compile else model.forward_steady
@@ -170,9 +174,9 @@ class StreamTracker:
             slot[:, : frame.resized_hw[0], : frame.resized_hw[1]] = frame.pixels
         self._last_step_steady = indices[0] >= self._warm_up_frames and len(pending) == self._steady_clip_length
         if not self._last_step_steady:
-            return self.model.forward_clip(frames, self._query, indices, self._memory, use_cme=self.use_cme)
+            return self.model.forward_clip(frames, self._query, indices, self._memory, self.use_cme, self.cme_window)
         first_index = torch.tensor(indices[0], device=frames.device)
-        outputs = self._steady_step(frames, self._query, first_index, self._memory, self.use_cme)
+        outputs = self._steady_step(frames, self._query, first_index, self._memory, self.use_cme, self.cme_window)
         return [dataclasses.replace(out, frame_index=index) for out, index in zip(outputs, indices)]
 
     def _autocast(self):
@@ -211,9 +215,10 @@ def compile_steady_step(model: Samwise):
         return torch.compile(model.forward_steady, dynamic=False)
     compiled = torch.compile(model.forward_steady, dynamic=False, mode="reduce-overhead")
 
-    def step(frames: Tensor, query: TextQuery, first_index: Tensor, memory: StreamMemory, use_cme: bool):
+    def step(frames: Tensor, query: TextQuery, first_index: Tensor, memory: StreamMemory, use_cme: bool,
+             cme_window: int):
         torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs have been read
-        outputs = compiled(frames, query, first_index, memory, use_cme)
+        outputs = compiled(frames, query, first_index, memory, use_cme, cme_window)
         memory.own_tensors()  # the stream keeps them past the next replay
         return outputs
 

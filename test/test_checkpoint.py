@@ -102,7 +102,7 @@ def test_text_encoder_weights_equal_the_released_ones(released_video, loaded_vid
 
 def test_config_comes_from_checkpoint_args(loaded_video):
     config = loaded_video.config
-    assert config.pred_obj_scores and config.use_cme and not config.motion_prompt
+    assert config.pred_obj_scores and config.cme_trained and not config.motion_prompt
     assert config.hsa_patch_sizes == [8, 4, 2] and config.text_fusion_layers == [4, 8, 12]
     assert loaded_video.precision == "fp32" and not loaded_video.training
     assert loaded_video.tokenize("the red ball").input_ids[0, 0].item() == 0
@@ -116,13 +116,22 @@ def test_image_level_release_loads_without_object_score_parts(tmp_path, tokenize
     assert "sam.no_obj_ptr" not in model.state_dict()
 
 
-def test_motion_prompt_release_loads(tmp_path, tokenizer_dir):
+def test_motion_prompt_release_loads_with_a_verb_tagger(tmp_path, tokenizer_dir):
     path = write_official_checkpoint(tmp_path / "motion.pth", variant="motion", with_training_state=False)
     released = official_state_dict("motion")
-    model = Samwise.from_official_checkpoint(path, tokenizer=tokenizer_dir)
+    model = Samwise.from_official_checkpoint(path, tokenizer=tokenizer_dir, verb_tagger=lambda text: [(4, 11)])
     assert model.config.motion_prompt
     name = "sam.sam_prompt_encoder.project_motion_prompts.layers.0.weight"
     assert torch.equal(model.motion_prompt.layers[0].weight, released[name])
+    assert model.tokenize("the ball rolling").verb_tokens.any()
+
+
+def test_a_motion_prompt_checkpoint_without_a_verb_tagger_fails_to_load(tmp_path, tokenizer_dir):
+    path = write_official_checkpoint(tmp_path / "motion.pth", variant="motion", with_training_state=False)
+    with pytest.raises(CheckpointError, match="motion prompt.*verb tagger"):
+        Samwise.from_official_checkpoint(path, tokenizer=tokenizer_dir)
+    with pytest.raises(CheckpointError, match="motion prompt.*verb tagger"):
+        Samwise.from_path(path, tokenizer=tokenizer_dir)
 
 
 def test_args_that_contradict_the_weights_are_an_error(tmp_path, tokenizer_dir):

@@ -90,6 +90,13 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used, with the one-line reason."""
 
 
+def check_verb_tagger(config: SamwiseConfig, verb_tagger, source: str) -> None:
+    """A motion-prompt model reads the verbs of every query: refuse to load one that could not."""
+    if config.motion_prompt and verb_tagger is None:
+        raise CheckpointError(f"{source}: a motion prompt model needs a verb tagger (verb_tagger=, text -> the "
+                              "character spans of its verbs) to read queries")
+
+
 def is_unused_official_key(name: str) -> bool:
     return any(pattern.fullmatch(name) for pattern in UNUSED_OFFICIAL_KEYS)
 
@@ -180,8 +187,7 @@ def config_from_official(args: argparse.Namespace | None, state: dict[str, Tenso
         adapter_dim=int(options.get("adapter_dim", 256)),
         motion_prompt=bool(motion),
         pred_obj_scores=pred_obj_scores,
-        use_cme=bool(options.get("use_cme_head", True)),
-        cme_decision_window=int(options.get("cme_decision_window", 4)),
+        cme_trained=bool(options.get("use_cme_head", True)),
         switch_memory=options.get("switch_mem", "reweight"),
     )
 

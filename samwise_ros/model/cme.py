@@ -10,6 +10,8 @@ from torch import Tensor, nn
 SWITCH_OVERLAP_FRACTION = 0.1
 EMPTY_MASK_PIXELS = 50
 IGNORE_LABEL = -1
+# The release's decision window (frames): the CME decides past it, at most once per window - 1 frames.
+RELEASE_DECISION_WINDOW = 4
 
 
 class DecisionBlock(nn.Module):

@@ -58,8 +58,10 @@ class SamwiseConfig:
     motion_prompt: bool = False
     # False for the image-level release (trained with --disable_pred_obj_score).
     pred_obj_scores: bool = True
-    use_cme: bool = True
-    cme_decision_window: int = 4
+    # The weights hold a trained CME head (the release's use_cme_head); whether and how often it runs
+    # is the tracker's choice (StreamTracker use_cme, cme_window), which defaults to running a trained one.
+    cme_trained: bool = True
+    # How a CME switch rewrites the memory's mask (the release's switch_mem).
     switch_memory: str = "reweight"
 
     def __post_init__(self) -> None:
@@ -147,6 +149,7 @@ class SamwiseConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SamwiseConfig":
+        data = _without_runtime_fields(data)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -159,3 +162,12 @@ class SamwiseConfig:
     @classmethod
     def load(cls, path: str | Path) -> "SamwiseConfig":
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _without_runtime_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """Files saved before the runtime choices left the configuration: `use_cme` said whether the CME
+    head is trained and run (now `cme_trained`); `cme_decision_window` is the tracker's `cme_window`."""
+    data = {key: value for key, value in data.items() if key != "cme_decision_window"}
+    if "use_cme" in data:
+        data.setdefault("cme_trained", data.pop("use_cme"))
+    return data

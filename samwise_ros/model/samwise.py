@@ -14,7 +14,8 @@ from torch import Tensor, nn
 
 from .adapter import CMTAdapter
 from . import checkpoint as ckpt
-from .cme import ConditionalMemoryEncoder, cme_window_open, reweight_memory_logits, same_object_labels
+from .cme import (RELEASE_DECISION_WINDOW, ConditionalMemoryEncoder, cme_window_open, reweight_memory_logits,
+                  same_object_labels)
 from .config import SamwiseConfig
 from .memory import FusionContext, MemoryBank, MemoryEntry, StreamMemory
 from .sam2_bridge import EarlyPointerHook, PromptTokenHook, RawMaskHook, build_sam2_base
@@ -143,7 +144,7 @@ class Samwise(nn.Module):
         # The release's 3-layer MLPs live inside its vendored prompt encoder; here they sit beside sam2's.
         self.text_prompt = MLP(text_dim, hidden, hidden, 3)
         self.motion_prompt = MLP(text_dim, hidden, hidden, 3) if config.motion_prompt else None
-        # Always built (the release always has it); config.use_cme decides whether it runs.
+        # Always built (the release always has it); the caller decides whether it runs.
         self.cme = ConditionalMemoryEncoder(hidden)
 
         self._prompt_hook = PromptTokenHook(self.sam.sam_prompt_encoder)
@@ -160,6 +161,7 @@ class Samwise(nn.Module):
         with the RoBERTa tokenizer files, or a tokenizer object."""
         data = ckpt.read_checkpoint_file(path)
         config = ckpt.config_from_official(data.get("args"), data["model"])
+        ckpt.check_verb_tagger(config, verb_tagger, f"checkpoint {path}")
         model = cls(config, ckpt.load_tokenizer(tokenizer, config.text_encoder_type), verb_tagger)
         ckpt.load_state_strict(model, ckpt.convert_official_state_dict(data["model"]), f"checkpoint {path}")
         return model.prepare(device, dtype)
@@ -172,6 +174,7 @@ class Samwise(nn.Module):
         kind, text_config, weights = ckpt.read_text_encoder(text_encoder)
         base = config or SamwiseConfig.official()
         config = SamwiseConfig.from_dict({**base.to_dict(), "text_encoder_type": kind, "text_encoder": text_config})
+        ckpt.check_verb_tagger(config, verb_tagger, "the configuration")
         tokenizer = ckpt.load_tokenizer(text_encoder, kind) if ckpt.has_tokenizer_files(Path(text_encoder)) else None
         model = cls(config, tokenizer, verb_tagger)
         sam_state = ckpt.read_checkpoint_file(sam2_checkpoint)["model"]
@@ -181,11 +184,13 @@ class Samwise(nn.Module):
         return model.prepare(device, dtype)
 
     @classmethod
-    def from_path(cls, path, tokenizer=None, device="cpu", dtype="fp32") -> "Samwise":
+    def from_path(cls, path, tokenizer=None, device="cpu", dtype="fp32",
+                  verb_tagger: VerbTagger | None = None) -> "Samwise":
         """A directory saved by `save`, or a released `.pth` (then `tokenizer` names its tokenizer)."""
         if Path(path).is_dir():
-            return cls.load(path, device=device, dtype=dtype)
-        return cls.from_official_checkpoint(path, tokenizer=tokenizer, device=device, dtype=dtype)
+            return cls.load(path, device=device, dtype=dtype, verb_tagger=verb_tagger)
+        return cls.from_official_checkpoint(path, tokenizer=tokenizer, device=device, dtype=dtype,
+                                            verb_tagger=verb_tagger)
 
     def save(self, directory, storage_dtype: torch.dtype | None = None) -> Path:
         """This package's format: model.safetensors, samwise_config.json and the tokenizer files;
@@ -195,6 +200,7 @@ class Samwise(nn.Module):
     @classmethod
     def load(cls, directory, device="cpu", dtype="fp32", verb_tagger: VerbTagger | None = None) -> "Samwise":
         config, state, directory = ckpt.read_directory(directory)
+        ckpt.check_verb_tagger(config, verb_tagger, f"model directory {directory}")
         tokenizer = ckpt.load_tokenizer(directory, config.text_encoder_type) if ckpt.has_tokenizer_files(directory) else None
         model = cls(config, tokenizer, verb_tagger)
         ckpt.load_state_strict(model, state, f"model directory {directory}")
@@ -325,13 +331,6 @@ class Samwise(nn.Module):
         vision_feats, vision_pos, feat_sizes = self._forward_neck(levels)
         return ClipFeatures(vision_feats, vision_pos, feat_sizes, text_state, motion_state)
 
-    def encode_frames_without_text(self, frames: Tensor) -> ClipFeatures:
-        """frames: [T, 3, h, w] normalised, through SAM2's own image encoder: no adapters, no text
-        (its sentence state is empty, [T, 0])."""
-        frames = self._pad_to_input(frames)
-        vision_feats, vision_pos, feat_sizes = self._forward_neck(self.sam.image_encoder.trunk(frames))
-        return ClipFeatures(vision_feats, vision_pos, feat_sizes, frames.new_zeros(frames.shape[0], 0), None)
-
     def _pad_to_input(self, frames: Tensor) -> Tensor:
         """[T, 3, h, w] -> [T, 3, S, S], zeros at the bottom and right (h, w <= S = image_size)."""
         size = self.image_size
@@ -447,43 +446,44 @@ class Samwise(nn.Module):
     # ---- the clip forward ---------------------------------------------------------------------
 
     def forward_clip(self, frames: Tensor, query: TextQuery, frame_indices: Sequence[int],
-                     memory: StreamMemory, use_cme: bool | None = None) -> list[FrameOutput]:
+                     memory: StreamMemory, use_cme: bool | None = None,
+                     cme_window: int = RELEASE_DECISION_WINDOW) -> list[FrameOutput]:
         """The release's inference forward over one clip: joint backbone, then frame-by-frame decoding,
         the CME on the frames its window allows, and the new memories written into `memory`.
 
         CME decisions stay on the device: the memory-less pass runs on every frame past the first
         window and a device-side mask applies the rule, so no step waits for the host.
         In frame mode (`memory.fusion_context` set) `frames` holds the one new frame.
-        `use_cme` overrides the configuration's choice.
+        `use_cme` (default: when the weights hold a trained CME) and `cme_window` are the caller's choice.
         """
-        use_cme = self.config.use_cme if use_cme is None else use_cme
+        use_cme = self.config.cme_trained if use_cme is None else use_cme
         features = self.encode_clip(frames, query, memory.fusion_context)
-        window = self.config.cme_decision_window
         return [
             self._track_frame(features, index, frame_index, memory,
-                              use_cme and cme_window_open(frame_index, memory.last_cme_switch, window))
+                              use_cme and cme_window_open(frame_index, memory.last_cme_switch, cme_window))
             for index, frame_index in enumerate(frame_indices)
         ]
 
+    forward = forward_clip  # the module's forward is inference; training has `forward_train`
+
     def forward_steady(self, frames: Tensor, query: TextQuery, first_index: Tensor, memory: StreamMemory,
-                       use_cme: bool) -> list[FrameOutput]:
+                       use_cme: bool, cme_window: int = RELEASE_DECISION_WINDOW) -> list[FrameOutput]:
         """`forward_clip` for a stream past its warm-up (`warm_up_frames`): every frame past the CME's first
         window, the memory bank and the fusion context full. Then every input is a tensor whose shape stays
         the same from call to call (`first_index`: the first frame's index, a device scalar), so that
         `torch.compile` compiles it once; the outputs' frame indices are device scalars."""
         features = self.encode_clip(frames, query, memory.fusion_context)
-        window = self.config.cme_decision_window
         outputs = []
         for index in range(frames.shape[0]):
             frame_index = first_index + index
-            window_open = use_cme and (frame_index - memory.last_cme_switch >= window - 1)
+            window_open = use_cme and (frame_index - memory.last_cme_switch >= cme_window - 1)
             outputs.append(self._track_frame(features, index, frame_index, memory, window_open))
         return outputs
 
-    def warm_up_frames(self, frame_window: int | None = None) -> int:
+    def warm_up_frames(self, frame_window: int | None = None, cme_window: int = RELEASE_DECISION_WINDOW) -> int:
         """Frames after which a stream's state keeps its size (see `forward_steady`)."""
         bank = self.new_stream_memory().bank
-        return max(bank.num_pointers, bank.num_spatial, (frame_window or 1) - 1, self.config.cme_decision_window + 1)
+        return max(bank.num_pointers, bank.num_spatial, (frame_window or 1) - 1, cme_window + 1)
 
     def _track_frame(self, features: ClipFeatures, index: int, frame_index: int | Tensor, memory: StreamMemory,
                      window_open: bool | Tensor) -> FrameOutput:
@@ -504,13 +504,6 @@ class Samwise(nn.Module):
         return FrameOutput(frame_index, decoded.low_res_logits, decoded.object_score_logits, cme_logits, ran, switched,
                            memory_logits)
 
-    def forward(self, frames: Tensor, query: TextQuery, train_object_scores: bool = False,
-                train_memoryless: bool = False, memory: StreamMemory | None = None,
-                first_index: int = 0) -> list[TrainFrameOutput]:
-        """The module's forward is the training forward (the trainer's BatchLosses calls it under DDP);
-        inference goes through `forward_clip`, which carries the stream's memory."""
-        return self.forward_train(frames, query, train_object_scores, train_memoryless, memory, first_index)
-
     def forward_train(self, frames: Tensor, query: TextQuery, train_object_scores: bool = False,
                       train_memoryless: bool = False, memory: StreamMemory | None = None,
                       first_index: int = 0) -> list[TrainFrameOutput]:
@@ -530,7 +523,7 @@ class Samwise(nn.Module):
             decoded = self._decode(features, index, pix_feat, with_motion=True)
             masks = self.postprocess_logits(decoded.low_res_logits, resized_hw, resized_hw)
             cme_logits = cme_label = memoryless_masks = None
-            if self.config.use_cme and cme_window_open(frame_index, 0, self.config.cme_decision_window):
+            if self.config.cme_trained and cme_window_open(frame_index, 0, RELEASE_DECISION_WINDOW):
                 memoryless = self.decode_without_memory(features, index)
                 cme_logits = self.cme(decoded.obj_ptr.detach(), memoryless.early_obj_ptr.detach())
                 memoryless_masks = self.postprocess_logits(memoryless.low_res_logits, resized_hw, resized_hw)
@@ -541,24 +534,6 @@ class Samwise(nn.Module):
             memory.bank.add(self.encode_memory(features, index, decoded.high_res_logits, decoded))
             object_scores = decoded.object_score_logits if train_object_scores else decoded.object_score_logits.detach()
             outputs.append(TrainFrameOutput(masks, object_scores, cme_logits, cme_label, memoryless_masks, pix_feat))
-        return outputs
-
-    def forward_prompted(self, frames: Tensor, points: Tensor, labels: Tensor) -> list[TrainFrameOutput]:
-        """SAM2's own task, promptable video segmentation, without text or adapters: the prompt on the
-        first frame, the memory alone after it. points [1, P, 2] (x, y) in pixels of the resized frames,
-        labels [1, P] as SAM2 takes them (1 positive, 0 negative, 2 and 3 a box's corners). For
-        pre-training the SAM2 of a model built from scratch (training/sam2_pretraining.py)."""
-        features = self.encode_frames_without_text(frames)
-        memory = self.new_stream_memory()
-        resized_hw = tuple(frames.shape[-2:])
-        outputs = []
-        for index in range(frames.shape[0]):
-            pix_feat = self._condition_on_memory(features, index, memory)
-            prompt = {"point_coords": points, "point_labels": labels} if index == 0 else None
-            decoded = self._run_sam_heads(features, index, pix_feat, prompt)
-            memory.bank.add(self.encode_memory(features, index, decoded.high_res_logits, decoded))
-            masks = self.postprocess_logits(decoded.low_res_logits, resized_hw, resized_hw)
-            outputs.append(TrainFrameOutput(masks, decoded.object_score_logits, None, None))
         return outputs
 
     def postprocess_logits(self, low_res_logits: Tensor, resized_hw: tuple[int, int],

@@ -109,9 +109,9 @@ class BatchLosses(nn.Module):
             tensors, memory, first_index = self.clip_to_train(tensors, query)
             masks = tensors.masks
             with self.autocast(), sdpa_kernel(TRAINING_ATTENTION):
-                outputs = self.model(tensors.frames, query, train_object_scores=self.train_object_scores,
-                                     train_memoryless=self.memoryless_mask_loss, memory=memory,
-                                     first_index=first_index)
+                outputs = self.model.forward_train(
+                    tensors.frames, query, train_object_scores=self.train_object_scores,
+                    train_memoryless=self.memoryless_mask_loss, memory=memory, first_index=first_index)
             clip_focal, clip_dice = mask_losses([out.mask_logits for out in outputs], masks)
             focal.append(clip_focal)
             dice.append(clip_dice)
