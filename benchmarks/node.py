@@ -44,6 +44,7 @@ class NullTracker:
     def __init__(self):
         self.mask_threshold = 0.5
         self.pending_frames = 0
+        self.compile = self.compiled_step_active = False
         self.query = ""
         self._index = 0
 

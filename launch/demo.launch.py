@@ -7,7 +7,9 @@ and the overlay for rviz (`samwise-demo` runs the same two nodes without `ros2 l
 
 Topics (in the namespace argument, default samwise_demo): camera/image in; mask, result, overlay,
 centroid, cme_switch out. The Fast DDS shared-memory profile of this package is used unless
-shm_profile:=false. The node comes from samwise.launch.py, so both launch files start it alike.
+shm_profile:=false. The node comes from samwise.launch.py, so both launch files start it alike: its
+parameters come from params_file, then the demo's settings (query, mode, reliable images, the overlay)
+and the arguments given (checkpoint, tokenizer, device, precision: empty ones leave the file's values).
 """
 
 from launch import LaunchDescription
@@ -22,18 +24,20 @@ from launch_ros.substitutions import FindPackageShare
 SHARE = FindPackageShare("samwise_ros")
 ARGUMENTS = {  # launch argument: (default, description)
     "namespace": ("samwise_demo", "namespace of both nodes"),
-    "checkpoint": ("", "model directory or released .pth (empty: the bundled demo weights)"),
-    "tokenizer": ("", "tokenizer directory for a released .pth"),
+    "params_file": (PathJoinSubstitution([SHARE, "config", "samwise.yaml"]), "the node's parameters file"),
+    "checkpoint": ("", "model directory or released .pth (empty: from params_file)"),
+    "tokenizer": ("", "tokenizer directory for a released .pth (empty: from params_file)"),
     "query": ("the red ball rolling to the left", "what to segment"),
-    "device": ("auto", "auto, cpu or cuda:N"),
-    "precision": ("auto", "auto, fp32, bf16 or fp16"),
+    "device": ("", "auto, cpu or cuda:N (empty: from params_file)"),
+    "precision": ("", "auto, fp32, bf16 or fp16 (empty: from params_file)"),
     "mode": ("frame", "clip or frame"),
     "image": ("camera/image", "the camera topic between player and node"),
     "video": ("", "video file for the player (empty: the bundled synthetic scene)"),
     "rate": ("5.0", "player frame rate"),
     "shm_profile": ("true", "use this package's Fast DDS shared-memory profile"),
 }
-PASSED_TO_NODE = ("namespace", "checkpoint", "tokenizer", "query", "device", "precision", "mode", "image")
+PASSED_TO_NODE = ("namespace", "params_file", "checkpoint", "tokenizer", "query", "device", "precision", "mode",
+                  "image")
 NODE_SETTINGS = {  # samwise.launch.py arguments fixed by the demo
     "image_reliability": "reliable",  # the player publishes reliably and the demo should not lose frames
     "publish_overlay": "true",

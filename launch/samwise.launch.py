@@ -3,13 +3,14 @@
     ros2 launch samwise_ros samwise.launch.py image:=/camera/color/image_raw \
         checkpoint:=/path/to/model query:="the person in the red shirt" device:=cuda:0
 
-Parameters come from params_file (default: the package's config/samwise.yaml), then the arguments
-below override them. With use_depth:=true, depth (aligned to the colour image) and camera_info are
-paired with the colour image for a 3-D centroid.
+Parameters come from params_file (default: the package's config/samwise.yaml); a parameter argument
+below overrides it only when it is given (an empty one, the default, leaves the file's value). With
+use_depth:=true, depth (aligned to the colour image) and camera_info are paired with the colour image
+for a 3-D centroid.
 """
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
@@ -23,17 +24,17 @@ TOPICS = {  # the node's topic: (launch argument, default, description)
     "camera_info": ("camera_info", "/camera/aligned_depth_to_color/camera_info", "intrinsics of the depth image"),
     "text_query": ("text_query", "text_query", "referring-expression topic (std_msgs/String)"),
 }
-PARAMETERS = {  # node parameter: (type, default, description)
-    "checkpoint": (str, "", "model directory or released .pth (empty: the bundled demo weights)"),
-    "tokenizer": (str, "", "tokenizer directory for a released .pth"),
-    "query": (str, "", "initial referring expression"),
-    "device": (str, "auto", "auto, cpu or cuda:N"),
-    "precision": (str, "auto", "auto, fp32, bf16 or fp16"),
-    "mode": (str, "clip", "clip or frame"),
-    "image_transport": (str, "raw", "raw or compressed"),
-    "image_reliability": (str, "best_effort", "best_effort, reliable or system_default"),
-    "use_depth": (bool, "false", "pair depth + camera_info for a 3-D centroid"),
-    "publish_overlay": (bool, "false", "publish the debug overlay image"),
+PARAMETERS = {  # node parameter, given only when its launch argument is not empty: (type, description)
+    "checkpoint": (str, "model directory or released .pth"),
+    "tokenizer": (str, "tokenizer directory for a released .pth"),
+    "query": (str, "initial referring expression"),
+    "device": (str, "auto, cpu or cuda:N"),
+    "precision": (str, "auto, fp32, bf16 or fp16"),
+    "mode": (str, "clip or frame"),
+    "image_transport": (str, "raw or compressed"),
+    "image_reliability": (str, "best_effort, reliable or system_default"),
+    "use_depth": (bool, "true: pair depth + camera_info for a 3-D centroid"),
+    "publish_overlay": (bool, "true: publish the debug overlay image"),
 }
 
 
@@ -46,19 +47,22 @@ def generate_launch_description():
     ]
     arguments += [DeclareLaunchArgument(argument, default_value=default, description=description)
                   for argument, default, description in TOPICS.values()]
-    arguments += [DeclareLaunchArgument(name, default_value=default, description=description)
-                  for name, (_, default, description) in PARAMETERS.items()]
-    node = Node(
+    arguments += [DeclareLaunchArgument(name, default_value="", description=f"{description} (empty: from params_file)")
+                  for name, (_, description) in PARAMETERS.items()]
+    return LaunchDescription([*arguments, OpaqueFunction(function=samwise_node)])
+
+
+def samwise_node(context):
+    """The node with the parameters file, then the parameter arguments that were given (an OpaqueFunction:
+    which ones were given is known only once the launch configurations are)."""
+    given = {name: ParameterValue(text, value_type=value_type) for name, (value_type, _) in PARAMETERS.items()
+             if (text := LaunchConfiguration(name).perform(context))}
+    return [Node(
         package="samwise_ros",
         executable="samwise_node",
         name="samwise",
         namespace=LaunchConfiguration("namespace"),
         output="screen",
-        parameters=[
-            LaunchConfiguration("params_file"),
-            {name: ParameterValue(LaunchConfiguration(name), value_type=value_type)
-             for name, (value_type, _, _) in PARAMETERS.items()},
-        ],
+        parameters=[LaunchConfiguration("params_file"), given],
         remappings=[(topic, LaunchConfiguration(argument)) for topic, (argument, _, _) in TOPICS.items()],
-    )
-    return LaunchDescription([*arguments, node])
+    )]

@@ -27,8 +27,36 @@ class Intrinsics:
     fy: float
     cx: float
     cy: float
-    width: int
+    width: int  # the image size they were calibrated for (0 x 0: not given)
     height: int
+
+    def calibrated_for(self, width: int, height: int) -> bool:
+        """Whether they apply to a width x height image as they are (a camera_info without its size is
+        taken to be the image's: nothing tells otherwise)."""
+        return (self.width, self.height) in ((width, height), (0, 0))
+
+    def scaled_to(self, width: int, height: int) -> Intrinsics:
+        """These intrinsics for a width x height image: themselves at their calibrated size, scaled for a
+        binned or resized image of the same aspect ratio; an IntrinsicsMismatch for another one."""
+        if self.calibrated_for(width, height):
+            return self
+        # the same aspect ratio within a pixel (binning rounds an odd size down)
+        if not (self.width and self.height and abs(width * self.height - height * self.width) <= self.height):
+            raise IntrinsicsMismatch(f"camera_info: the intrinsics are for {self.width}x{self.height} images, the "
+                                     f"image is {width}x{height} (another aspect ratio): no 3-D centroid")
+        sx, sy = width / self.width, height / self.height
+        return Intrinsics(self.fx * sx, self.fy * sy, self.cx * sx, self.cy * sy, width, height)
+
+    def scaling_note(self, width: int, height: int) -> str | None:
+        """What to tell the user (once) when scaled_to(width, height) scales them, else None."""
+        if self.calibrated_for(width, height):
+            return None
+        return (f"camera_info: intrinsics for {self.width}x{self.height} images scaled to the {width}x{height} "
+                "image (same aspect ratio: a binned or resized camera)")
+
+
+class IntrinsicsMismatch(ValueError):
+    """camera_info describes images of another shape than the colour image."""
 
 
 def camera_info_to_intrinsics(msg) -> Intrinsics:
@@ -48,12 +76,14 @@ class DepthFrame:
     intrinsics: Intrinsics
 
     def centroid_3d(self, mask: np.ndarray) -> tuple[float, float, float] | None:
-        """The mask's 3-D centroid (metres, camera optical frame); None when no masked pixel has a
-        valid depth. A ValueError when the depth image is not the colour image's size."""
+        """The mask's 3-D centroid (metres, camera optical frame), with the intrinsics scaled to the image
+        (Intrinsics.scaled_to); None when no masked pixel has a valid depth. A ValueError when the depth
+        image is not the colour image's size, an IntrinsicsMismatch when the intrinsics cannot be scaled."""
+        height, width = mask.shape
         if self.values.shape != mask.shape:
             raise ValueError(f"depth: the depth image is {self.values.shape[1]}x{self.values.shape[0]}, the colour "
-                             f"image {mask.shape[1]}x{mask.shape[0]}: depth must be aligned to the colour image")
-        k = self.intrinsics
+                             f"image {width}x{height}: depth must be aligned to the colour image")
+        k = self.intrinsics.scaled_to(width, height)
         return centroid_3d(mask, self.values, k.fx, k.fy, k.cx, k.cy, self.metres_per_unit)
 
 

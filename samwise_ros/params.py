@@ -62,6 +62,8 @@ PARAMETERS = (
                   check=lambda v: 0.0 < v < 1.0, constraint="strictly between 0 and 1"),
     ParameterSpec("use_cme", True, "run the Conditional Memory Encoder"),
     ParameterSpec("cme_window", 4, "CME decision window (frames)", check=lambda v: v >= 1, constraint="at least 1"),
+    ParameterSpec("compile", False, "run the steady-state step (past the stream's first frames) through "
+                  "torch.compile, with CUDA graphs on CUDA; the first steady frame waits for the compilation"),
     ParameterSpec("query", "", "initial referring expression (then the text_query topic)"),
     ParameterSpec("max_query_chars", 256, "longest accepted query; longer texts are rejected", dynamic=True,
                   check=lambda v: v >= 1, constraint="at least 1"),
@@ -69,6 +71,9 @@ PARAMETERS = (
                   choices=("raw", "compressed")),
     ParameterSpec("image_reliability", "best_effort", "QoS reliability of the image, depth and camera_info "
                   "subscriptions", choices=("best_effort", "reliable", "system_default")),
+    ParameterSpec("max_image_pixels", 4096 * 4096, "largest accepted image, width x height in pixels; larger "
+                  "frames are rejected before they are processed", dynamic=True,
+                  check=lambda v: v >= 1, constraint="at least 1"),
     ParameterSpec("queue_depth", 1, "frames waiting for the model; 1 keeps only the newest",
                   check=lambda v: v >= 1, constraint="at least 1"),
     ParameterSpec("use_depth", False, "pair depth + camera_info with the colour image for a 3-D centroid"),
@@ -136,12 +141,12 @@ def model_from_parameters(parameters: dict) -> Samwise:
 
 
 def tracker_from_parameters(model: Samwise, parameters: dict) -> StreamTracker:
-    """A StreamTracker with the node's settings (the CME window is a setting of the model's forward)."""
-    model.config.cme_decision_window = parameters["cme_window"]
+    """A StreamTracker with the node's settings."""
     return StreamTracker(model, clip_length=parameters["clip_length"], mode=parameters["mode"],
                          frame_window=parameters["frame_window"] or None,  # 0: clip_length
                          mask_threshold=parameters["mask_threshold"], use_cme=parameters["use_cme"],
-                         precision=model.precision)
+                         cme_window=parameters["cme_window"],
+                         precision=model.precision, compile=parameters["compile"])
 
 
 def _applies_to_node(key: str) -> bool:

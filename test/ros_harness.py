@@ -130,6 +130,16 @@ class NodeProcess:
         return self.process.returncode
 
 
+    def stop_cleanly(self, stop_signal: signal.Signals = signal.SIGINT) -> None:
+        """stop(), and check that it was clean: exit status 0, no error or traceback in the whole output,
+        none of the process's shared-memory segments left in /dev/shm."""
+        segments = self.shm_segments()
+        assert segments, "the process should use Fast DDS shared memory (config/fastdds_shm.xml)"
+        assert self.stop(stop_signal=stop_signal) == 0, self.tail()
+        assert not [line for line in self.lines if "[ERROR]" in line or "Traceback" in line], self.tail()
+        assert not [s for s in segments if os.path.exists(s)], "shared-memory segments left in /dev/shm"
+
+
 def uses_shipped_profile() -> bool:
     """Whether this process's participants run with config/fastdds_shm.xml (a 32 MiB segment)."""
     return any(os.path.getsize(path) >= 32 << 20 for path in mapped_shm_files("self") if os.path.exists(path))

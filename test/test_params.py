@@ -52,11 +52,8 @@ def test_values_outside_the_node_constraints_are_errors(tmp_path):
 def test_tracker_gets_the_node_settings(tiny_model):
     parameters = override_parameters(DEFAULT_PARAMETERS, ["mode=frame", "clip_length=3", "use_cme=false",
                                                           "mask_threshold=0.6", "cme_window=5", "compile=true"])
-    window = tiny_model.config.cme_decision_window
-    try:
-        tracker = tracker_from_parameters(tiny_model, parameters)
-        assert (tracker.mode, tracker.clip_length, tracker.use_cme, tracker.mask_threshold) == ("frame", 3, False, 0.6)
-        assert tracker.compile and not tracker.compiled_step_active
-        assert tiny_model.config.cme_decision_window == 5
-    finally:
-        tiny_model.config.cme_decision_window = window
+    config = tiny_model.config.to_dict()
+    tracker = tracker_from_parameters(tiny_model, parameters)
+    assert (tracker.mode, tracker.clip_length, tracker.use_cme, tracker.mask_threshold) == ("frame", 3, False, 0.6)
+    assert tracker.cme_window == 5 and tracker.compile and not tracker.compiled_step_active
+    assert tiny_model.config.to_dict() == config  # running choices never reach what save() writes

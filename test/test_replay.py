@@ -224,6 +224,26 @@ def test_folder_of_frames_keeps_the_file_names(model_dir, tmp_path):
     assert len(read_bag(tmp_path / "out")["/mask"]) == 3
 
 
+def test_folder_whose_first_image_is_unreadable_starts_nothing(model_dir, tmp_path, capsys):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"not a png")
+    cv2.imwrite(str(folder / "b.png"), frames(1)[0])
+    assert run(model_dir, folder, "--query", "the red ball", "--output-bag", tmp_path / "out") == 2
+    assert f"cannot read image {folder / 'a.png'}" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_bag_without_image_topics_lists_its_topics_and_types(model_dir, tmp_path, capsys):
+    with Writer(tmp_path / "in", version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        writer.add_connection(QUERY_TOPIC, "std_msgs/msg/String", typestore=TYPES)
+        writer.add_connection("/camera/camera_info", "sensor_msgs/msg/CameraInfo", typestore=TYPES)
+    assert run(model_dir, tmp_path / "in", "--query", "x") == 2
+    error = capsys.readouterr().err
+    assert ("the bag has no sensor_msgs/msg/Image or sensor_msgs/msg/CompressedImage topic; its topics: "
+            "/camera/camera_info (sensor_msgs/msg/CameraInfo), /text_query (std_msgs/msg/String)") in error
+
+
 def test_over_long_query_is_rejected(model_dir, tmp_path, capsys):
     folder = tmp_path / "frames"
     folder.mkdir()

@@ -7,15 +7,17 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+from diagnostic_msgs.msg import DiagnosticStatus
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from ros_harness import PARAMETERS_FILE, camera_info, frame_pixels
 from samwise_ros.geometry import centroid_3d
-from samwise_ros.images import compressed_to_rgb, depth_to_array, image_to_rgb
-from samwise_ros.depth import DepthPairing, camera_info_to_intrinsics
+from samwise_ros.images import ImageError, check_image_size, compressed_to_rgb, depth_to_array, image_to_rgb
+from samwise_ros.depth import DepthPairing, IntrinsicsMismatch, camera_info_to_intrinsics
 from samwise_ros.ros.conversions import array_to_image, mask_to_image
 from samwise_ros.params import PARAMETERS, PARAMETERS_BY_NAME
+from samwise_ros.ros.diagnostics import STALLED_S, ProcessingStats
 from samwise_ros.ros.parameters import descriptor, validate_changes
 from samwise_ros.ros.work_queue import WorkQueue
 from rclpy.parameter import Parameter
@@ -68,6 +70,14 @@ def test_malformed_images_are_rejected_with_the_reason(change, message):
         image_to_rgb(msg)
     with pytest.raises(ValueError, match="empty image"):
         image_to_rgb(Image(encoding="rgb8"))
+
+
+def test_images_larger_than_max_image_pixels_are_refused_from_their_size_alone():
+    check_image_size(64, 48, 64 * 48, "image")
+    with pytest.raises(ImageError, match=r"image: 8000x6000 is 48000000 pixels, more than max_image_pixels "
+                                         r"\(16777216\): frame rejected") as refused:
+        check_image_size(8000, 6000, 4096 * 4096, "image")
+    assert refused.value.kind == "too large"
 
 
 @pytest.mark.parametrize("extension", [".png", ".jpg"])
@@ -164,6 +174,45 @@ def test_depth_pairing_takes_the_nearest_stamp_within_the_slop():
     assert pairing.match(1.4, 0.15).intrinsics == k
 
 
+def test_intrinsics_are_scaled_to_an_image_of_the_same_aspect_ratio_only():
+    k = camera_info_to_intrinsics(CameraInfo(width=1280, height=720, k=[900.0, 0, 640.0, 0, 910.0, 360.0, 0, 0, 1]))
+    assert k.scaled_to(1280, 720) is k
+    half = k.scaled_to(640, 360)
+    assert (half.fx, half.fy, half.cx, half.cy) == (450.0, 455.0, 320.0, 180.0)
+    third = k.scaled_to(426, 240)  # 3x3 binning rounds 426.67 down
+    assert (third.fx, third.cy) == (pytest.approx(900.0 * 426 / 1280), 120.0)
+    with pytest.raises(IntrinsicsMismatch, match="intrinsics are for 1280x720 images, the image is 640x480"):
+        k.scaled_to(640, 480)
+    unsized = camera_info_to_intrinsics(CameraInfo(k=[900.0, 0, 640.0, 0, 910.0, 360.0, 0, 0, 1]))
+    assert unsized.scaled_to(640, 480) is unsized  # no size to check it against
+
+
+class ManualClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_diagnostics_warn_while_frames_are_rejected_and_error_once_none_is_processed_for_a_while():
+    clock = ManualClock()
+    stats = ProcessingStats(clock)
+    stats.frame_processed()
+    assert stats.report(dropped=0).level == DiagnosticStatus.OK
+    clock.now += 1.0
+    stats.frame_rejected("image: unsupported encoding 'yuv422'")
+    report = stats.report(dropped=0)
+    assert (report.level, report.values["frames rejected"]) == (DiagnosticStatus.WARN, "1")
+    assert report.problem == "1 frames rejected (image: unsupported encoding 'yuv422')"
+    clock.now += STALLED_S
+    stats.frame_rejected("image: unsupported encoding 'yuv422'")
+    report = stats.report(dropped=0)
+    assert report.level == DiagnosticStatus.ERROR and report.problem.startswith("no frame processed for 6 s: ")
+    stats.frame_processed()
+    assert stats.report(dropped=0).level == DiagnosticStatus.OK  # nothing rejected since: the period is clean
+
+
 def test_work_queue_keeps_the_newest_frames_and_runs_commands_first():
     queue = WorkQueue(max_frames=2)
     assert [queue.put_frame(i) for i in range(5)] == [False, False, True, True, True]
@@ -191,6 +240,6 @@ def test_parameter_changes_are_validated():
     assert not result.successful and "strictly between 0 and 1" in result.reason
     assert not validate_changes([Parameter("image_reliability", value="sometimes")]).successful
     assert {spec.name for spec in PARAMETERS if spec.dynamic} == {
-        "mask_threshold", "max_query_chars", "depth_scale", "sync_slop", "publish_overlay"}
+        "mask_threshold", "max_query_chars", "max_image_pixels", "depth_scale", "sync_slop", "publish_overlay"}
     assert descriptor(PARAMETERS_BY_NAME["mode"]).read_only
     assert math.isfinite(PARAMETERS_BY_NAME["sync_slop"].default)

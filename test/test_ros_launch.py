@@ -1,8 +1,10 @@
 """Launch files and the demo's player node.
 
 `launch` / `launch_ros` cannot be installed here, so the launch files are compiled and then run
-against stand-ins of those modules that only record what they are given: enough to check that every
-executable, parameter, remapping and launch argument they name exists, with the right type.
+against stand-ins of those modules that only record what they are given (an OpaqueFunction is called
+with the launch configurations, as `ros2 launch` would): enough to check that every executable,
+parameter, remapping and launch argument they name exists, with the right type, and which parameter
+values the node ends up with.
 """
 
 import importlib.util
@@ -18,7 +20,7 @@ import pytest
 
 from ros_harness import FASTDDS_PROFILE, REPO, START_TIMEOUT_S, ros_environment, unique_domain_id
 from samwise_ros.ros import player
-from samwise_ros.params import PARAMETERS_BY_NAME
+from samwise_ros.params import PARAMETERS_BY_NAME, load_node_parameters
 
 LAUNCH_FILES = sorted((REPO / "launch").glob("*.launch.py"))
 NODE_TOPICS = {"image", "image/compressed", "depth", "camera_info", "text_query", "mask", "result", "overlay",
@@ -26,7 +28,8 @@ NODE_TOPICS = {"image", "image/compressed", "depth", "camera_info", "text_query"
 NODE_PARAMETER_DEFAULTS = {name: spec.default for name, spec in PARAMETERS_BY_NAME.items()}
 STAND_INS = {
     "launch": ["LaunchDescription"],
-    "launch.actions": ["DeclareLaunchArgument", "IncludeLaunchDescription", "SetEnvironmentVariable"],
+    "launch.actions": ["DeclareLaunchArgument", "IncludeLaunchDescription", "OpaqueFunction",
+                       "SetEnvironmentVariable"],
     "launch.conditions": ["IfCondition"],
     "launch.launch_description_sources": ["PythonLaunchDescriptionSource"],
     "launch.substitutions": ["LaunchConfiguration", "PathJoinSubstitution"],
@@ -42,11 +45,19 @@ class Recorded:
         self.args, self.kwargs = args, kwargs
 
 
+class LaunchConfiguration(Recorded):
+    def perform(self, context) -> str:
+        return context.launch_configurations[self.args[0]]
+
+
+STAND_IN_BASES = {"LaunchConfiguration": LaunchConfiguration}  # stand-ins that do more than record
+
+
 def load_description(path, monkeypatch):
     for module_name, class_names in STAND_INS.items():
         module = types.ModuleType(module_name)
         for class_name in class_names:
-            setattr(module, class_name, type(class_name, (Recorded,), {}))
+            setattr(module, class_name, type(class_name, (STAND_IN_BASES.get(class_name, Recorded),), {}))
         monkeypatch.setitem(sys.modules, module_name, module)
     spec = importlib.util.spec_from_file_location(path.stem.replace(".", "_"), path)
     module = importlib.util.module_from_spec(spec)
@@ -74,15 +85,27 @@ def walk(value):
             yield from walk(item)
 
 
-def typed_default(value, defaults: dict, value_type):
-    """The value a parameter gets when every launch argument keeps its default."""
+def launch_context(configurations: dict):
+    return types.SimpleNamespace(launch_configurations=configurations)
+
+
+def launched_nodes(entities, configurations: dict) -> list:
+    """The Node actions of a launch file, those of its OpaqueFunctions with these launch configurations."""
+    nodes = of_kind(entities, "Node")
+    for opaque in of_kind(entities, "OpaqueFunction"):
+        nodes += of_kind(opaque.kwargs["function"](launch_context(configurations)), "Node")
+    return nodes
+
+
+def typed_value(value, configurations: dict, value_type):
+    """The value a parameter gets with these launch configurations."""
     if type(value).__name__ != "ParameterValue":
         return value
-    (configuration,) = value.args
-    assert type(configuration).__name__ == "LaunchConfiguration"
-    text = defaults[configuration.args[0]]
+    (text,) = value.args
+    if isinstance(text, LaunchConfiguration):
+        text = text.perform(launch_context(configurations))
     declared = value.kwargs["value_type"]
-    assert declared is value_type, f"{configuration.args[0]}: {declared} for a {value_type} parameter"
+    assert declared is value_type, f"{value.args[0]}: {declared} for a {value_type} parameter"
     return {"true": True, "false": False}[text] if declared is bool else declared(text)
 
 
@@ -106,27 +129,56 @@ def included_defaults(include, defaults: dict, monkeypatch):
     resolved = declared_defaults(entities)
     for name, value in include.kwargs["launch_arguments"]:
         assert name in resolved, f"{path.name} declares no launch argument {name!r}"
-        if type(value).__name__ == "LaunchConfiguration":
+        if isinstance(value, LaunchConfiguration):
             value = defaults[value.args[0]]
-        assert isinstance(value, str), (name, value)
+        assert isinstance(value, (str, Recorded)), (name, value)  # a text or a substitution
         resolved[name] = value
     return path, entities, resolved
 
 
-def typed_parameters(path, node, defaults: dict, table: dict) -> dict:
-    """The parameters a node is given (parameters files aside) with the values they get when every
-    launch argument keeps its default, typed as `table`'s defaults declare."""
+def typed_entry(path, node, entry: dict, configurations: dict, table: dict) -> dict:
+    """One dict of a node's `parameters`, with the values they get with these launch configurations,
+    typed as `table`'s defaults declare."""
     values = {}
-    for entry in node.kwargs["parameters"]:
-        if not isinstance(entry, dict):
-            continue  # a parameters file
-        for name, value in entry.items():
-            assert name in table, f"{path.name}: {node.kwargs['executable']} has no parameter {name!r}"
-            values[name] = typed_default(value, defaults, type(table[name]))
+    for name, value in entry.items():
+        assert name in table, f"{path.name}: {node.kwargs['executable']} has no parameter {name!r}"
+        values[name] = typed_value(value, configurations, type(table[name]))
     return values
 
 
-def check_node(path, node, defaults: dict):
+def typed_parameters(path, node, configurations: dict, table: dict) -> dict:
+    """The parameters a node is given, parameters files aside (typed_entry)."""
+    values = {}
+    for entry in node.kwargs["parameters"]:
+        if isinstance(entry, dict):  # else a parameters file
+            values.update(typed_entry(path, node, entry, configurations, table))
+    return values
+
+
+def node_parameters(path, node, configurations: dict) -> dict:
+    """The parameters samwise_node runs with, applied as ROS applies them: each entry of `parameters` in
+    turn, a parameters file (read as the node reads it) or single values, later ones overriding."""
+    values = {}
+    for entry in node.kwargs["parameters"]:
+        if isinstance(entry, dict):
+            values.update(typed_entry(path, node, entry, configurations, NODE_PARAMETER_DEFAULTS))
+        else:
+            values.update(load_node_parameters(entry.perform(launch_context(configurations))))
+    return values
+
+
+def every_parameter_given(configurations: dict) -> dict:
+    """The launch configurations with each empty one named like a node parameter given a valid value (the
+    parameter's default, or any text where that is empty)."""
+    given = dict(configurations)
+    for name, value in configurations.items():
+        if value == "" and name in NODE_PARAMETER_DEFAULTS:
+            default = NODE_PARAMETER_DEFAULTS[name]
+            given[name] = str(default).lower() if isinstance(default, bool) else str(default) or "given"
+    return given
+
+
+def check_node(path, node, configurations: dict):
     executable = node.kwargs["executable"]
     assert node.kwargs["package"] == "samwise_ros" and (REPO / "scripts" / executable).is_file()
     if executable == "samwise_node":
@@ -137,42 +189,73 @@ def check_node(path, node, defaults: dict):
         table = {name: default for name, (default, _) in player.PARAMETERS.items()}
         topics = {"image"}
         checks = {}
-    for name, value in typed_parameters(path, node, defaults, table).items():
+    for name, value in typed_parameters(path, node, configurations, table).items():
         assert type(value) is type(table[name]), (name, value)
         assert name not in checks or checks[name](value) is None, (path.name, name, value)
     for source, _ in node.kwargs.get("remappings", []):
         assert source in topics, f"{path.name}: {executable} has no topic {source!r}"
 
 
+def launched(path, configurations: dict, monkeypatch) -> list:
+    """(launch file, node, its launch configurations) for every node that `path` starts with these launch
+    configurations (its declared defaults where they name none), itself or through the files it includes."""
+    entities = load_description(path, monkeypatch)
+    configurations = {**declared_defaults(entities), **configurations}
+    nodes = [(path, node, configurations) for node in launched_nodes(entities, configurations)]
+    for include in of_kind(entities, "IncludeLaunchDescription"):
+        included, included_entities, resolved = included_defaults(include, configurations, monkeypatch)
+        nodes += [(included, node, resolved) for node in launched_nodes(included_entities, resolved)]
+    return nodes
+
+
+def started(nodes: list, executable: str) -> tuple:
+    """The one (launch file, node, launch configurations) of `nodes` that runs `executable`."""
+    (entry,) = [entry for entry in nodes if entry[1].kwargs["executable"] == executable]
+    return entry
+
+
 @pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
 def test_launch_file_names_only_what_exists(path, monkeypatch):
-    """Every node of the file, and of the files it includes with the arguments it passes them."""
+    """Every node of the file, and of the files it includes with the arguments it passes them, with the
+    launch arguments' defaults and with every parameter argument given."""
     py_compile.compile(str(path), doraise=True)
-    entities = load_description(path, monkeypatch)
-    defaults = declared_defaults(entities)
-    launched = [(path, node, defaults) for node in of_kind(entities, "Node")]
-    for include in of_kind(entities, "IncludeLaunchDescription"):
-        included, included_entities, resolved = included_defaults(include, defaults, monkeypatch)
-        launched += [(included, node, resolved) for node in of_kind(included_entities, "Node")]
-    assert launched
-    for source, node, node_defaults in launched:
-        check_node(source, node, node_defaults)
+    defaults = declared_defaults(load_description(path, monkeypatch))
+    nodes = launched(path, {}, monkeypatch) + launched(path, every_parameter_given(defaults), monkeypatch)
+    assert nodes
+    for source, node, configurations in nodes:
+        check_node(source, node, configurations)
 
 
 def test_demo_launch_starts_the_player_and_the_node_for_rviz(monkeypatch):
     """The demo's node gets the player's topic, frame mode, reliable images and the overlay."""
-    entities = load_description(REPO / "launch" / "demo.launch.py", monkeypatch)
-    defaults = declared_defaults(entities)
-    (player_node,) = of_kind(entities, "Node")
-    assert player_node.kwargs["executable"] == "samwise_player"
-    (include,) = of_kind(entities, "IncludeLaunchDescription")
-    included, node_entities, resolved = included_defaults(include, defaults, monkeypatch)
-    (node,) = of_kind(node_entities, "Node")
+    demo = REPO / "launch" / "demo.launch.py"
+    defaults = declared_defaults(load_description(demo, monkeypatch))
+    nodes = launched(demo, {}, monkeypatch)
+    started(nodes, "samwise_player")
+    included, node, resolved = started(nodes, "samwise_node")
     parameters = typed_parameters(included, node, resolved, NODE_PARAMETER_DEFAULTS)
     assert parameters["mode"] == "frame" and parameters["image_reliability"] == "reliable"
     assert parameters["publish_overlay"] is True and parameters["query"] == defaults["query"]
     assert resolved["image"] == defaults["image"] == "camera/image"
     assert resolved["namespace"] == defaults["namespace"]
+
+
+ROBOT_PARAMETERS = "/**/samwise:\n  ros__parameters:\n    mode: frame\n    device: cpu\n    use_depth: true\n"
+
+
+@pytest.mark.parametrize("launch_file", ["samwise.launch.py", "demo.launch.py"])
+def test_a_parameters_file_value_holds_unless_its_launch_argument_is_given(launch_file, tmp_path, monkeypatch):
+    params_file = tmp_path / "robot.yaml"
+    params_file.write_text(ROBOT_PARAMETERS)
+
+    def samwise_node_parameters(**arguments) -> dict:
+        nodes = launched(REPO / "launch" / launch_file, {"params_file": str(params_file), **arguments}, monkeypatch)
+        return node_parameters(*started(nodes, "samwise_node"))
+
+    from_file = samwise_node_parameters()
+    assert (from_file["mode"], from_file["device"], from_file["use_depth"]) == ("frame", "cpu", True)
+    given = samwise_node_parameters(device="cuda:1", precision="fp16")
+    assert (given["device"], given["precision"], given["use_depth"]) == ("cuda:1", "fp16", True)
 
 
 def test_executables_are_declared_for_pip_and_colcon():

@@ -3,6 +3,8 @@ switches), driven over real DDS by a tester node in this process."""
 
 import itertools
 import os
+import signal
+import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -61,8 +63,12 @@ def mask_array(msg: Image) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def ros(tmp_path_factory, tokenizer):
-    model = save_tiny_model(tmp_path_factory.mktemp("model"), tokenizer, force_cme_switch=True)
+def model(tmp_path_factory, tokenizer):
+    return save_tiny_model(tmp_path_factory.mktemp("model"), tokenizer, force_cme_switch=True)
+
+
+@pytest.fixture(scope="module")
+def ros(model):
     domain, namespace = unique_domain_id(), unique_namespace("samwise_node_test")
     node = start_node(node_arguments(namespace, checkpoint=model, device="cpu", mode="frame", use_depth=True,
                                      publish_overlay=True, image_reliability="reliable", queue_depth=30), domain)
@@ -169,6 +175,7 @@ def test_diagnostics_report_rate_latency_drops_and_the_model(ros):
                 "dropped frames", "frames received", "device", "precision", "model", "mode", "query"):
         assert key in values
     assert (values["device"], values["precision"], values["mode"]) == ("cpu", "fp32", "frame")
+    assert values["compiled step"] == "off"
     assert values["dropped frames"] == "0"  # queue_depth 30 holds every frame of these tests
 
 
@@ -238,6 +245,9 @@ BAD_INPUTS = {  # name: (what to send, the log line that must answer it)
     "short step": (lambda ros: ros.image.publish(_bad_image(step=WIDTH * 3 - 1)),
                    r"ERROR.*step \d+ is shorter than a row"),
     "empty image": (lambda ros: ros.image.publish(Image(encoding="bgr8")), r"ERROR.*empty image"),
+    # a header claiming 8000x6000 over a few bytes: refused from its size, before anything reads the data
+    "too large": (lambda ros: ros.image.publish(_bad_image(width=8000, height=6000, step=24000)),
+                  r"ERROR.*image: 8000x6000 is 48000000 pixels, more than max_image_pixels \(16777216\)"),
     "empty query": (lambda ros: ros.text_query.publish(String(data="  ")), r"WARN.*empty query: output paused"),
     "over-long query": (lambda ros: ros.text_query.publish(String(data="x" * 300)),
                         r"ERROR.*rejected a query of 300 characters \(max_query_chars is 256\)"),
@@ -268,6 +278,17 @@ def test_bad_input_is_logged_and_the_node_keeps_running(ros, name):
     assert result.query == query
 
 
+def test_a_query_over_the_token_limit_is_rejected_with_its_text_cut(ros):
+    query = set_query(ros)
+    mark = ros.node.mark()
+    too_many_tokens = "q" * 250  # 250 characters (within max_query_chars), 252 tokens (this encoder takes 128)
+    ros.text_query.publish(String(data=too_many_tokens))
+    line = ros.node.wait_for_line(r"ERROR.*text_query: rejected .*: the query has 252 tokens", after=mark)
+    assert f"rejected '{'q' * 60}...': the query has 252 tokens" in line  # cut to its first 60 characters
+    (result,) = outputs_for(ros, "result", [send_frame(ros, 0, seconds=30_000.0 + next(ros.stamps))])
+    assert result.query == query
+
+
 def test_stamps_going_backwards_start_a_new_stream(ros):
     set_query(ros)
     results = outputs_for(ros, "result", [send_frame(ros, 0, seconds=20_000.0), send_frame(ros, 1, seconds=20_000.1),
@@ -281,3 +302,36 @@ def test_the_node_shuts_down_cleanly_on_sigint(ros):
     assert ros.node.stop() == 0
     assert not any("Traceback" in line for line in ros.node.lines), ros.node.tail()
     assert not [s for s in segments if os.path.exists(s)], "shared-memory segments left in /dev/shm"
+
+
+def publish_frames_until(stop: threading.Event, image) -> None:
+    for index in itertools.count():
+        if stop.wait(0.03):
+            return
+        image.publish(bgr_image(index % 4, 50_000.0 + 0.03 * index, HEIGHT, WIDTH))
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_frames_flow_stops_the_node_cleanly(model, stop_signal):
+    """Exit status 0, no error logged (nothing is published once the shutdown began), nothing left in
+    /dev/shm."""
+    domain, namespace = unique_domain_id(), unique_namespace("samwise_signal")
+    node = start_node(node_arguments(namespace, checkpoint=model, device="cpu", mode="frame", query=QUERY,
+                                     image_reliability="reliable"), domain)
+    tester = RosPeer(domain, namespace)
+    image = tester.publisher(Image, "image")
+    stop_camera = threading.Event()
+    camera = threading.Thread(target=publish_frames_until, args=(stop_camera, image))
+    try:
+        tester.subscribe(Segmentation, "result")
+        tester.wait_for(lambda: image.get_subscription_count() and tester.node.count_publishers("result"),
+                        START_TIMEOUT_S, f"the node to start; output:\n{node.tail()}")
+        camera.start()
+        tester.wait_for_messages("result", 3)
+        node.stop_cleanly(stop_signal)
+    finally:
+        stop_camera.set()
+        if camera.is_alive():
+            camera.join()
+        tester.close()
+        node.stop()

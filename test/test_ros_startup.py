@@ -1,8 +1,13 @@
-"""Start-up failures: the node exits non-zero with one clear line naming the problem (no traceback)."""
+"""Start-up: a failure exits non-zero with one clear line naming the problem (no traceback); a signal
+while the model loads ends the node cleanly."""
+
+import signal
+import sys
 
 import pytest
 
-from ros_harness import node_arguments, start_node, unique_domain_id, unique_namespace
+from ros_harness import START_TIMEOUT_S, TEST_DIR, node_arguments, start_node, unique_domain_id, unique_namespace
+from ros_slow_node import LOADING
 
 
 @pytest.fixture(scope="module")
@@ -28,3 +33,16 @@ def test_a_missing_or_corrupt_checkpoint_stops_the_node_with_one_clear_line(brok
         process.wait_for_line(r"\[FATAL\].*\[samwise\]: cannot start: " + line, timeout=5)
         errors = [text for text in process.lines if "cannot start" in text or "Traceback" in text]
         assert len(errors) == 1, (name, process.tail())
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_the_model_loads_stops_the_node_cleanly(stop_signal):
+    """The model would take 10 minutes to load: Ctrl-C or SIGTERM ends the node without waiting for it,
+    cleanly (NodeProcess.stop_cleanly)."""
+    command = [sys.executable, str(TEST_DIR / "ros_slow_node.py"), "--load-delay", "600"]
+    node = start_node(node_arguments(unique_namespace("loading"), device="cpu"), unique_domain_id(), command)
+    try:
+        node.wait_for_line(LOADING, timeout=START_TIMEOUT_S)
+        node.stop_cleanly(stop_signal)
+    finally:
+        node.stop()

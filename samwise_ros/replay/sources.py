@@ -65,8 +65,7 @@ class BagSource:
         except Exception as err:  # rosbags raises several types for unreadable files
             raise ReplayInputError(f"cannot open bag {path}: {err}{_repair_hint(path)}") from err
         topics = self._reader.topics
-        image_topics = sorted(t for t, info in topics.items() if info.msgtype in (IMAGE, COMPRESSED_IMAGE))
-        self.image_topic = _choose_image_topic(image_topics, image_topic)
+        self.image_topic = _choose_image_topic(topics, image_topic)
         if query_topic is not None and topics.get(query_topic, None) is None:
             strings = sorted(t for t, info in topics.items() if info.msgtype == STRING) or ["none"]
             raise ReplayInputError(f"query topic {query_topic!r} is not in the bag "
@@ -206,6 +205,7 @@ class FolderSource:
         self._files = sorted(p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
         if not self._files:
             raise ReplayInputError(f"{path} holds no image files ({', '.join(sorted(FRAME_SUFFIXES))})")
+        _read_rgb(self._files[0])  # a folder whose first image is unreadable is refused before anything starts
         self.total = len(self._files)
         self.fps = fps
         self._frame_id = frame_id
@@ -213,11 +213,15 @@ class FolderSource:
 
     def __iter__(self) -> Iterator[Frame]:
         for number, file in enumerate(self._files):
-            bgr = cv2.imread(str(file), cv2.IMREAD_COLOR)
-            if bgr is None:
-                raise ReplayInputError(f"cannot read image {file}")
             stamp = round(number * 1e9 / self.fps)
-            yield Frame(number, file.stem, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), stamp, stamp, self._frame_id)
+            yield Frame(number, file.stem, _read_rgb(file), stamp, stamp, self._frame_id)
+
+
+def _read_rgb(file: Path) -> np.ndarray:
+    bgr = cv2.imread(str(file), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ReplayInputError(f"cannot read image {file}")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def open_source(path: Path, image_topic: str | None = None, query_topic: str | None = None,
@@ -246,8 +250,12 @@ def _check_topic(topics: dict, topic: str, msgtype: str, what: str) -> None:
                                f"({msgtype} topics: {', '.join(present)})")
 
 
-def _choose_image_topic(image_topics: list[str], wanted: str | None) -> str:
-    listing = ", ".join(image_topics) or "none"
+def _choose_image_topic(topics: dict, wanted: str | None) -> str:
+    image_topics = sorted(t for t, info in topics.items() if info.msgtype in (IMAGE, COMPRESSED_IMAGE))
+    if not image_topics:
+        everything = ", ".join(f"{t} ({info.msgtype})" for t, info in sorted(topics.items())) or "none"
+        raise ReplayInputError(f"the bag has no {IMAGE} or {COMPRESSED_IMAGE} topic; its topics: {everything}")
+    listing = ", ".join(image_topics)
     if wanted is not None:
         if wanted not in image_topics:
             raise ReplayInputError(f"image topic {wanted!r} is not in the bag (image topics: {listing})")

@@ -27,33 +27,35 @@ from typing import Any, Callable
 import numpy as np
 import rclpy
 import torch
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Point, PointStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Header, String
 from std_srvs.srv import Trigger
 
 from samwise_ros.msg import CmeSwitch, Segmentation
 
-from ..depth import DepthPairing, camera_info_to_intrinsics
+from ..depth import DepthPairing, Intrinsics, IntrinsicsMismatch, camera_info_to_intrinsics
 from ..model.checkpoint import CheckpointError
 from ..overlay import draw_overlay
 from ..params import model_from_parameters, tracker_from_parameters
 from ..tracker import TrackResult
-from ..images import compressed_to_rgb, depth_to_array, image_to_rgb
+from ..images import ImageError, check_image_size, compressed_to_rgb, depth_to_array, image_to_rgb
 from .conversions import array_to_image, mask_to_image, stamp_to_seconds
 from .diagnostics import ProcessingStats, make_status
 from .parameters import declare_parameters, validate_changes
-from .spinning import spin_until_shutdown
+from .spinning import sigterm_interrupts, spin_until_signal
 from .work_queue import WorkQueue
 
 NODE_NAME = "samwise"
-LOG_THROTTLE_S = 5.0  # the same input problem is logged at most this often
+LOG_THROTTLE_S = 5.0  # the same kind of problem is logged at most this often
+LOGGED_QUERY_CHARS = 60  # a rejected query is quoted up to this length
 DIAGNOSTICS_PERIOD_S = 1.0
 STOP_TIMEOUT_S = 10.0  # how long shutdown waits for a frame in inference
 RELIABILITY = {
@@ -70,7 +72,8 @@ class StartupError(Exception):
 @dataclass
 class LoadedTracker:
     """What the node runs: a StreamTracker, or anything with its `set_query`, `reset`, `push`,
-    `pending_frames` and `mask_threshold`; and the words diagnostics use to describe it."""
+    `pending_frames`, `mask_threshold`, `compile` and `compiled_step_active`; and the words diagnostics
+    use to describe it."""
 
     tracker: Any
     device: str
@@ -79,6 +82,13 @@ class LoadedTracker:
 
 
 TrackerFactory = Callable[[SimpleNamespace], LoadedTracker]
+
+
+def compiled_step_state(tracker) -> str:
+    """The diagnostics' word on the compiled step (the `compile` parameter)."""
+    if not tracker.compile:
+        return "off"
+    return "active" if tracker.compiled_step_active else "on, not active yet (the stream's first frames run eagerly)"
 
 
 def load_tracker(settings: SimpleNamespace) -> LoadedTracker:
@@ -108,6 +118,7 @@ class SamwiseNode(Node):
         self.settings: SimpleNamespace | None = None
         self._last_logged: dict[str, float] = {}
         self._log_lock = threading.Lock()
+        self._scalings_said: set[str] = set()  # worker only
 
     # ---- start-up and shutdown -----------------------------------------------------------------
 
@@ -125,7 +136,6 @@ class SamwiseNode(Node):
         self._active_query = ""
         self._queue = WorkQueue(self.settings.queue_depth)
         self._stats = ProcessingStats()
-        self._errors_reported = 0
         self._depth = DepthPairing()
 
         self.add_on_set_parameters_callback(validate_changes)
@@ -142,7 +152,8 @@ class SamwiseNode(Node):
             f"{self.settings.image_reliability} QoS, depth {'on' if self.settings.use_depth else 'off'}")
 
     def stop(self) -> None:
-        """Stop the worker (waiting for a frame in inference to finish, up to STOP_TIMEOUT_S)."""
+        """Stop the worker (waiting for a frame in inference to finish, up to STOP_TIMEOUT_S; its results
+        are not published)."""
         if not hasattr(self, "_worker"):  # start() did not get that far
             return
         self._queue.close()
@@ -179,26 +190,38 @@ class SamwiseNode(Node):
     # ---- callbacks (executor threads): convert and hand over, nothing slow --------------------------
 
     def _on_image(self, msg: Image) -> None:
-        self._accept_frame(msg, image_to_rgb)
+        self._accept_frame(msg, "image", self._raw_to_rgb)
 
     def _on_compressed_image(self, msg: CompressedImage) -> None:
-        self._accept_frame(msg, compressed_to_rgb)
+        self._accept_frame(msg, "image/compressed", self._compressed_to_rgb)
 
-    def _accept_frame(self, msg: Image | CompressedImage, to_rgb: Callable[[Any], np.ndarray]) -> None:
+    def _raw_to_rgb(self, msg: Image) -> np.ndarray:
+        # the size the header claims, before anything reads the pixels
+        check_image_size(msg.width, msg.height, self.settings.max_image_pixels, "image")
+        return image_to_rgb(msg)
+
+    def _compressed_to_rgb(self, msg: CompressedImage) -> np.ndarray:
+        rgb = compressed_to_rgb(msg)  # OpenCV tells the size only by decoding
+        check_image_size(rgb.shape[1], rgb.shape[0], self.settings.max_image_pixels, "image/compressed")
+        return rgb
+
+    def _accept_frame(self, msg: Image | CompressedImage, topic: str,
+                      to_rgb: Callable[[Any], np.ndarray]) -> None:
         received = time.monotonic()
         self._stats.frame_received()
         try:
             rgb = to_rgb(msg)
-        except ValueError as error:
-            self._report(str(error))
+        except ImageError as error:
+            self._stats.frame_rejected(str(error))
+            self._report(f"{topic}: {error.kind}", str(error))
             return
         self._queue.put_frame(_Frame(msg.header, rgb, received))
 
     def _on_depth(self, msg: Image) -> None:
         try:
             values, metres_per_unit = depth_to_array(msg, self.settings.depth_scale)
-        except ValueError as error:
-            self._report(str(error))
+        except ImageError as error:
+            self._report(f"depth: {error.kind}", str(error))
             return
         self._depth.add_depth(stamp_to_seconds(msg.header.stamp), values, metres_per_unit)
 
@@ -206,7 +229,7 @@ class SamwiseNode(Node):
         try:
             intrinsics = camera_info_to_intrinsics(msg)
         except ValueError as error:
-            self._report(str(error))
+            self._report("camera_info: unusable intrinsics", str(error))
             return
         self._depth.add_intrinsics(stamp_to_seconds(msg.header.stamp), intrinsics)
 
@@ -214,8 +237,8 @@ class SamwiseNode(Node):
         text = msg.data.strip()
         limit = self.settings.max_query_chars
         if len(text) > limit:
-            self._report(f"text_query: rejected a query of {len(text)} characters (max_query_chars is {limit}); "
-                         "still tracking the previous one", key="query too long")
+            self._report("text_query: too long", f"text_query: rejected a query of {len(text)} characters "
+                         f"(max_query_chars is {limit}); still tracking the previous one")
             return
         if not text:
             self.get_logger().warning("text_query: empty query: output paused until the next query")
@@ -233,15 +256,14 @@ class SamwiseNode(Node):
             setattr(self.settings, parameter.name, parameter.value)
 
     def _publish_diagnostics(self) -> None:
-        values = self._stats.report(dropped=self._queue.dropped)
-        values.update(device=self._loaded.device, precision=self._loaded.precision, model=self._loaded.model,
-                      mode=self.settings.mode, query=self._active_query)
-        errors, self._errors_reported = self._stats.errors - self._errors_reported, self._stats.errors
-        level = DiagnosticStatus.WARN if errors else DiagnosticStatus.OK
-        message = (f"{errors} frames failed" if errors else
-                   f"tracking {self._active_query!r}" if self._active_query else "waiting for a query")
+        report = self._stats.report(dropped=self._queue.dropped)
+        values = dict(report.values, device=self._loaded.device, precision=self._loaded.precision,
+                      model=self._loaded.model, mode=self.settings.mode, query=self._active_query)
+        values["compiled step"] = compiled_step_state(self._loaded.tracker)
+        message = report.problem or (f"tracking {self._active_query!r}" if self._active_query
+                                     else "waiting for a query")
         status = make_status(f"{self.get_fully_qualified_name()}: segmentation", self._loaded.device, values,
-                             level, message)
+                             report.level, message)
         self._diagnostics_pub.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()),
                                                       status=[status]))
 
@@ -254,7 +276,7 @@ class SamwiseNode(Node):
                 item() if kind == "command" else self._process(item)
             except Exception as error:  # one bad frame or command must not end the worker
                 self._stats.error()
-                self._report(f"{kind} failed: {type(error).__name__}: {error}", key=f"{kind} failed")
+                self._report(f"{kind} failed", f"{kind} failed: {type(error).__name__}: {error}")
             finally:
                 self._forget_lost_frames()
 
@@ -262,7 +284,7 @@ class SamwiseNode(Node):
         try:
             self._tracker.set_query(text)
         except ValueError as error:  # e.g. more tokens than the text encoder takes
-            self._report(f"text_query: rejected {text!r}: {error}", key="query rejected")
+            self._report("text_query: rejected", f"text_query: rejected {_cut(text, LOGGED_QUERY_CHARS)!r}: {error}")
             return
         self._active_query = text
         self._forget_stream()
@@ -291,10 +313,12 @@ class SamwiseNode(Node):
             results = self._tracker.push(frame.rgb, stamp=stamp_to_seconds(frame.header.stamp))
         except torch.OutOfMemoryError:
             self._stats.error()
-            self._report(f"out of memory on the {self._loaded.device} for the frame stamped "
-                         f"{stamp_to_seconds(frame.header.stamp):.3f}: frame skipped", key="out of memory")
+            self._report("out of memory", f"out of memory on the {self._loaded.device} for the frame stamped "
+                         f"{stamp_to_seconds(frame.header.stamp):.3f}: frame skipped")
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
+            return
+        if self._queue.closed:  # shutting down: the publishers may be gone, the results are abandoned
             return
         for result in results:
             self._publish(result, self._in_flight.popleft())
@@ -303,9 +327,8 @@ class SamwiseNode(Node):
         header = frame.header
         if result.stream_reset:
             self._previous_centroid = None
-            self._report(f"image stamp went backwards (bag loop or clock jump) to "
-                         f"{stamp_to_seconds(header.stamp):.3f}: stream state reset", key="stamp backwards",
-                         level="warning")
+            self._report("image: stamp backwards", f"image stamp went backwards (bag loop or clock jump) to "
+                         f"{stamp_to_seconds(header.stamp):.3f}: stream state reset", level="warning")
         self._mask_pub.publish(mask_to_image(result.mask, header))
         point = self._centroid_3d(result, header) if self.settings.use_depth and result.detected else None
         latency = time.monotonic() - frame.received
@@ -323,25 +346,39 @@ class SamwiseNode(Node):
             picture = draw_overlay(np.ascontiguousarray(frame.rgb), result.mask, result.query, result.centroid,
                                    result.bbox, result.cme_switched, result.object_score)
             self._overlay_pub.publish(array_to_image(picture, "bgr8", header))
-        stamp_latency = (self.get_clock().now().nanoseconds * 1e-9) - stamp_to_seconds(header.stamp)
+        stamp = stamp_to_seconds(header.stamp)
+        # an unset (zero) stamp says nothing about latency
+        stamp_latency = self.get_clock().now().nanoseconds * 1e-9 - stamp if stamp else None
         self._stats.result_published(stamp_latency, latency)
 
     def _centroid_3d(self, result: TrackResult, header: Header) -> tuple[float, float, float] | None:
         stamp = stamp_to_seconds(header.stamp)
         depth = self._depth.match(stamp, self.settings.sync_slop)
         if depth is None:
-            self._report(f"depth: no depth frame with camera_info within sync_slop ({self.settings.sync_slop} s) "
-                         f"of the image stamped {stamp:.3f}: no 3-D centroid", key="no depth", level="warning")
+            self._report("depth: none paired", f"depth: no depth frame with camera_info within sync_slop "
+                         f"({self.settings.sync_slop} s) of the image stamped {stamp:.3f}: no 3-D centroid",
+                         level="warning")
             return None
         try:
             point = depth.centroid_3d(result.mask)
-        except ValueError as error:
-            self._report(str(error), key="depth size")
+        except IntrinsicsMismatch as error:
+            self._report("camera_info: image size", str(error), level="warning")
             return None
+        except ValueError as error:
+            self._report("depth: image size", str(error))
+            return None
+        self._say_once_if_scaled(depth.intrinsics, result.mask.shape)
         if point is None:
-            self._report("depth: no valid depth under the mask (holes, zeros or NaN): no 3-D centroid",
-                         level="warning")
+            self._report("depth: no valid depth", "depth: no valid depth under the mask (holes, zeros or NaN): "
+                         "no 3-D centroid", level="warning")
         return point
+
+    def _say_once_if_scaled(self, intrinsics: Intrinsics, image_shape: tuple[int, int]) -> None:
+        height, width = image_shape
+        note = intrinsics.scaling_note(width, height)  # names both sizes: said once for each pair
+        if note is not None and note not in self._scalings_said:
+            self._scalings_said.add(note)
+            self.get_logger().info(note)
 
     @staticmethod
     def _segmentation(result: TrackResult, header: Header, point, latency: float) -> Segmentation:
@@ -361,22 +398,23 @@ class SamwiseNode(Node):
 
     # ---- logging ---------------------------------------------------------------------------------
 
-    def _report(self, text: str, key: str | None = None, level: str = "error") -> None:
-        """Log a problem at most once per LOG_THROTTLE_S for the same key (by default the text itself,
-        so different problems are all shown while a repeating one does not flood the log)."""
-        key = key or text
+    def _report(self, kind: str, text: str, level: str = "error") -> None:
+        """Log a problem at most once per LOG_THROTTLE_S for its kind ("topic: problem", never the text,
+        whose details vary: a broken camera must not log at camera rate); other kinds are all shown."""
         now = time.monotonic()
         with self._log_lock:
-            if now - self._last_logged.get(key, -math.inf) < LOG_THROTTLE_S:
+            if now - self._last_logged.get(kind, -math.inf) < LOG_THROTTLE_S:
                 return
-            if len(self._last_logged) > 256:
-                self._last_logged.clear()
-            self._last_logged[key] = now
+            self._last_logged[kind] = now
         # one call site per severity: rclpy refuses a call site whose severity changes
         if level == "warning":
             self.get_logger().warning(text)
         else:
             self.get_logger().error(text)
+
+
+def _cut(text: str, length: int) -> str:
+    return text if len(text) <= length else text[:length] + "..."
 
 
 def _pixel_point(centroid: tuple[float, float] | None) -> Point:
@@ -399,14 +437,17 @@ def create_node(tracker_factory: TrackerFactory | None = None, **node_options) -
 
 
 def main(argv: list[str] | None = None, tracker_factory: TrackerFactory | None = None) -> int:
-    rclpy.init(args=argv)
+    # rclpy's signal handlers would shut the context down under the worker, whose next publish then
+    # fails: a signal only stops the spin (spin_until_signal), and everything is torn down in order
+    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
     try:
-        node = create_node(tracker_factory)
+        with sigterm_interrupts():  # loading the model ends on SIGTERM as on Ctrl-C
+            node = create_node(tracker_factory)
     except StartupError as error:
         rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {error}")
         rclpy.try_shutdown()
         return 1
-    except (KeyboardInterrupt, ExternalShutdownException):  # stopped while loading the model
+    except KeyboardInterrupt:  # stopped while loading the model
         rclpy.try_shutdown()
         return 0
     # inference runs on the worker thread, so one executor thread serves every callback promptly; rclpy's
@@ -414,7 +455,7 @@ def main(argv: list[str] | None = None, tracker_factory: TrackerFactory | None =
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        spin_until_shutdown(executor)
+        spin_until_signal(executor)
     finally:
         node.stop()
         executor.shutdown()

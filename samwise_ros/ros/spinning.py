@@ -1,27 +1,26 @@
-"""Spinning an executor until Ctrl-C or an external shutdown, for the package's executables."""
+"""Spinning an executor until SIGINT or SIGTERM, for the package's executables (started with rclpy's
+signal handlers off)."""
 
 from __future__ import annotations
 
 import signal
+from contextlib import contextmanager
+from typing import Iterator
 
 from rclpy.executors import Executor, ExternalShutdownException
 
 POLL_S = 0.1  # how long a stop signal may wait for the executor to look at it
 
 
-def spin_until_shutdown(executor: Executor) -> None:
-    """Spin; return on Ctrl-C or an external shutdown.
-
-    rclpy's signal handler shuts the context down while a callback may be running: a timer publishing
-    a frame then fails with an RCL error (the publisher's context is invalid). That failure is the
-    shutdown itself, so it ends the spin quietly; a failure while the context is still up is raised."""
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt inside the block, as SIGINT does: for work before spinning
+    (loading a model), which either signal must end."""
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception:
-        if executor.context.ok():
-            raise
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def spin_until_signal(executor: Executor) -> None:

@@ -51,6 +51,10 @@ class WorkQueue:
                 return "command", self._commands.popleft()
             return "frame", self._frames.popleft()
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         """Wake the worker for good (pending work is discarded)."""
         with self._changed:
