@@ -4,6 +4,7 @@ The ROS 2 build (colcon, ament_cmake) uses CMakeLists.txt instead; the version c
 for both.
 """
 import glob
+import importlib.util
 import re
 from pathlib import Path
 
@@ -21,6 +22,15 @@ def package_version():
 def long_description():
     readme = HERE / "README.md"
     return readme.read_text(encoding="utf-8") if readme.is_file() else ""
+
+
+def tool_extras():
+    """The tools' extras (`pip install 'samwise_ros[replay]'`), from samwise_ros/tools/launcher.py: the
+    console scripts check them there, and it imports nothing outside the standard library."""
+    spec = importlib.util.spec_from_file_location("launcher", HERE / PACKAGE / "tools" / "launcher.py")
+    launcher = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(launcher)
+    return launcher.EXTRAS
 
 
 def share_files(directory):
@@ -45,14 +55,23 @@ setup(
     package_dir={"": "."},
     package_data={f"{PACKAGE}.weights": ["demo/*"]},  # the bundled demo model (safetensors, config, tokenizer)
     python_requires=">=3.10",
+    # What the library (model, tracker, node) imports, and what sam2 needs to build a model: sam2 itself is
+    # installed apart, without its declared dependencies (README). rclpy and the messages come from ROS
+    # (package.xml).
     install_requires=[
+        "torch",
         "numpy",
         "safetensors",
         "transformers",
+        "tokenizers",
+        "pyyaml",
+        "opencv-python-headless",
+        "pillow",
+        "tqdm",
         "hydra-core",
         "iopath",
-        "opencv-python-headless",
     ],
+    extras_require=tool_extras(),
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -61,11 +80,12 @@ setup(
     ],
     entry_points={
         "console_scripts": [
-            "samwise-demo = samwise_ros.tools.demo:main",
-            "samwise-replay = samwise_ros.tools.replay:main",
-            "samwise-eval = samwise_ros.tools.eval:main",
-            "samwise-train = samwise_ros.tools.train:main",
-            "samwise-synthetic = samwise_ros.tools.synthetic:main",
+            # the tools start through the launcher, which checks their extra first
+            "samwise-demo = samwise_ros.tools.launcher:demo",
+            "samwise-replay = samwise_ros.tools.launcher:replay",
+            "samwise-eval = samwise_ros.tools.launcher:evaluate",
+            "samwise-train = samwise_ros.tools.launcher:train",
+            "samwise-synthetic = samwise_ros.tools.launcher:synthetic",
             "samwise_node = samwise_ros.ros.node:main",
             "samwise_player = samwise_ros.ros.player:main",
         ],

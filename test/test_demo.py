@@ -15,6 +15,8 @@ from ros_harness import ros_environment, unique_domain_id
 
 
 def test_demo_plays_the_scene_through_the_node_and_writes_its_outputs(tmp_path):
+    """How many frames the node segments at the camera's rate depends on the machine (the others are
+    dropped as stale, and counted): asserted is what it segmented, not how much (benchmarks/node.py)."""
     frames = 24
     command = [sys.executable, "-m", "samwise_ros.tools.demo", "--frames", str(frames), "--device", "cpu",
                "--output", str(tmp_path)]
@@ -25,7 +27,7 @@ def test_demo_plays_the_scene_through_the_node_and_writes_its_outputs(tmp_path):
 
     published, segmented, dropped = map(int, re.search(
         r"frames:  (\d+) published, (\d+) segmented \((\d+) dropped as stale\)", done.stdout).groups())
-    assert published == frames and segmented + dropped == frames and segmented >= frames // 2
+    assert published == frames and segmented + dropped == frames and segmented >= 1
     records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert len(records) == segmented
     scene_frames = [r["scene_frame"] for r in records]
@@ -33,7 +35,7 @@ def test_demo_plays_the_scene_through_the_node_and_writes_its_outputs(tmp_path):
     assert np.all(np.diff([r["frame_index"] for r in records]) > 0)  # one stream, never reset
 
     jf = float(re.search(r"J&F against the true masks: ([0-9.]+)", done.stdout).group(1))
-    assert jf >= 0.6, done.stdout  # the trained demo weights follow the red ball
+    assert jf >= 0.6, done.stdout  # on the frames it segmented, the trained demo weights follow the red ball
     import cv2
 
     video = cv2.VideoCapture(str(tmp_path / "overlay.mp4"))
@@ -41,7 +43,7 @@ def test_demo_plays_the_scene_through_the_node_and_writes_its_outputs(tmp_path):
     assert (int(video.get(cv2.CAP_PROP_FRAME_WIDTH)), int(video.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (320, 240)
     with Image.open(tmp_path / "overlay.gif") as gif:
         assert gif.n_frames == (segmented + 1) // 2 and gif.size == (200, 150)
-    assert cv2.imread(str(tmp_path / "strip.jpg")).shape == (240, 6 * 320, 3)
+    assert cv2.imread(str(tmp_path / "strip.jpg")).shape == (240, min(6, segmented) * 320, 3)
 
 
 def test_bundled_weights_follow_the_fixed_held_out_demo_clip_on_the_cpu():
