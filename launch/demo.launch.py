@@ -6,7 +6,7 @@ and the overlay for rviz (`samwise-demo` runs the same two nodes without `ros2 l
     ros2 launch samwise_ros demo.launch.py checkpoint:=/path/to/model video:=/path/to/clip.mp4 query:="the dog"
 
 Topics (in the namespace argument, default samwise_demo): camera/image in; mask, result, overlay,
-centroid, cme_switch out. The Fast DDS shared-memory profile of this package is used unless
+centroid, markers, cme_switch out. The Fast DDS shared-memory profile of this package is used unless
 shm_profile:=false. The node comes from samwise.launch.py, so both launch files start it alike: its
 parameters come from params_file, then the demo's settings (query, mode, reliable images, the overlay)
 and the arguments given (checkpoint, tokenizer, device, precision: empty ones leave the file's values).

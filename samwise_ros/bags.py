@@ -1,25 +1,27 @@
 """rosbag2 files through `rosbags` (pure Python, no ROS install): the ROS 2 type store with this package's
 messages, colour frames out of Image / CompressedImage messages, and the node's output messages in.
 
-The output messages mirror the node's publications (README, ROS 2 interface): `mask` (mono8, 0/255),
-`result` (samwise_ros/Segmentation), `centroid` (geometry_msgs/PointStamped, when depth gives a 3-D
-point), `cme_switch` (samwise_ros/CmeSwitch); each carries the header of the image it was computed from.
+The output messages are the node's publications (README, ROS 2 interface), as the session describes them
+(samwise_ros/session.py: `mask`, `result`, `centroid` and `markers` with a 3-D centroid, `cme_switch`);
+each carries the header of the image it was computed from.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
+from rosbags.interfaces import Nodetype
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
 from . import images
-from .tracker import TrackResult
+from .messages import build
+from .session import OUTPUT_TOPICS, Publication
 
 PACKAGE = "samwise_ros"
 MESSAGES = ("Segmentation", "CmeSwitch")
@@ -27,9 +29,6 @@ IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
 STRING = "std_msgs/msg/String"
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
-POINT_STAMPED = "geometry_msgs/msg/PointStamped"
-SEGMENTATION = f"{PACKAGE}/msg/Segmentation"
-CME_SWITCH = f"{PACKAGE}/msg/CmeSwitch"
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 BAG_VERSION = 9  # the rosbag2 format of Jazzy and Kilted
 
@@ -73,10 +72,6 @@ def image_to_rgb(message) -> np.ndarray:
     return np.array(rgb, order="C")  # a copy: rosbags messages view a read-only buffer
 
 
-def stamp_to_ns(stamp) -> int:
-    return stamp.sec * 1_000_000_000 + stamp.nanosec
-
-
 class NodeTopicWriter:
     """An output rosbag2 with the node's topics, one set per stream under `namespace`."""
 
@@ -84,7 +79,7 @@ class NodeTopicWriter:
         if Path(path).exists():
             raise FileExistsError(f"output bag {path} exists already (rosbag2 writers only create bags)")
         self.typestore = typestore
-        self._types = typestore.types
+        self._make = partial(bag_message, typestore)
         self._writer = Writer(path, version=BAG_VERSION, storage_plugin=STORAGES[storage])
         self._writer.open()
         self._connections: dict[str, dict[str, object]] = {}
@@ -92,59 +87,37 @@ class NodeTopicWriter:
     def add_stream(self, namespace: str) -> None:
         prefix = namespace.rstrip("/")
         self._connections[namespace] = {
-            "mask": self._writer.add_connection(f"{prefix}/mask", IMAGE, typestore=self.typestore),
-            "result": self._writer.add_connection(f"{prefix}/result", SEGMENTATION, typestore=self.typestore),
-            "centroid": self._writer.add_connection(f"{prefix}/centroid", POINT_STAMPED, typestore=self.typestore),
-            "cme_switch": self._writer.add_connection(f"{prefix}/cme_switch", CME_SWITCH, typestore=self.typestore),
-        }
+            topic: self._writer.add_connection(f"{prefix}/{topic}", message.MSGTYPE, typestore=self.typestore)
+            for topic, message in OUTPUT_TOPICS.items()}
 
-    def write(self, namespace: str, log_time_ns: int, stamp_ns: int, frame_id: str, result: TrackResult,
-              latency_ms: float, centroid_before: tuple[float, float] | None,
-              centroid_3d: tuple[float, float, float] | None = None) -> None:
-        """The messages the node publishes for one result (a PointStamped only with a 3-D centroid, a
-        CmeSwitch only when the CME switched)."""
-        header = self._header(stamp_ns, frame_id)
-        messages = {"mask": self._mask(header, result.mask),
-                    "result": self._segmentation(header, result, latency_ms, centroid_3d)}
-        if centroid_3d is not None:
-            messages["centroid"] = self._types[POINT_STAMPED](header=header, point=self._point(centroid_3d))
-        if result.cme_switched:
-            messages["cme_switch"] = self._types[CME_SWITCH](
-                header=header, query=result.query, frame_index=result.frame_index,
-                cme_probability=result.cme_probability or 0.0,
-                centroid_px_before=self._point(centroid_before), centroid_px_after=self._point(result.centroid))
-        for topic, message in messages.items():
+    def write(self, namespace: str, log_time_ns: int, publication: Publication) -> None:
+        """The messages the node publishes for one result."""
+        for topic, message in publication.messages().items():
             connection = self._connections[namespace][topic]
-            self._writer.write(connection, log_time_ns, self.typestore.serialize_cdr(message, connection.msgtype))
+            data = self.typestore.serialize_cdr(build(message, self._make), connection.msgtype)
+            self._writer.write(connection, log_time_ns, data)
 
     def close(self) -> None:
         self._writer.close()
 
-    def _header(self, stamp_ns: int, frame_id: str):
-        time = self._types["builtin_interfaces/msg/Time"](sec=stamp_ns // 1_000_000_000,
-                                                           nanosec=stamp_ns % 1_000_000_000)
-        return self._types["std_msgs/msg/Header"](stamp=time, frame_id=frame_id)
 
-    def _mask(self, header, mask: np.ndarray):
-        height, width = mask.shape
-        return self._types[IMAGE](header=header, height=height, width=width, encoding="mono8", is_bigendian=0,
-                                  step=width, data=(mask.astype(np.uint8) * 255).reshape(-1))
+def bag_message(typestore: Typestore, msgtype: str, **fields):
+    """The `make` of samwise_ros.messages.build for rosbags: one message of `msgtype` with these fields and
+    the defaults of ROS for the others (rosbags' messages have none)."""
+    definitions = typestore.fielddefs[msgtype][1]
+    return typestore.types[msgtype](**{name: fields[name] if name in fields else _default(typestore, definition)
+                                       for name, definition in definitions})
 
-    def _segmentation(self, header, result: TrackResult, latency_ms: float,
-                      centroid_3d: tuple[float, float, float] | None):
-        x0, y0, x1, y1 = result.bbox or (0, 0, -1, -1)  # all zero when nothing is detected
-        bbox = self._types["sensor_msgs/msg/RegionOfInterest"](
-            x_offset=x0, y_offset=y0, height=y1 - y0 + 1, width=x1 - x0 + 1, do_rectify=False)
-        return self._types[SEGMENTATION](
-            header=header, query=result.query, frame_index=result.frame_index, detected=result.detected,
-            object_score=result.object_score, bbox=bbox, area_px=result.area,
-            centroid_px=self._point(result.centroid), has_centroid_3d=centroid_3d is not None,
-            centroid_3d=self._point(centroid_3d),
-            cme_switched=result.cme_switched,
-            cme_probability=math.nan if result.cme_probability is None else result.cme_probability,  # as the node
-            latency_ms=latency_ms)
 
-    def _point(self, coordinates: tuple[float, ...] | None):
-        """A Point from (x, y) pixels (z = 0) or (x, y, z) metres; all zero for None."""
-        x, y, z = (*coordinates, 0.0)[:3] if coordinates else (0.0, 0.0, 0.0)
-        return self._types["geometry_msgs/msg/Point"](x=float(x), y=float(y), z=float(z))
+def _default(typestore: Typestore, definition):
+    """ROS's default value of a field: zero, false, empty, a message of defaults."""
+    node, detail = definition
+    if node == Nodetype.NAME:
+        return bag_message(typestore, detail)
+    if node == Nodetype.BASE:
+        return {"string": "", "wstring": "", "bool": False, "float32": 0.0, "float64": 0.0}.get(detail[0], 0)
+    (element_node, element), length = detail  # a sequence (empty) or an array (of `length`)
+    count = length if node == Nodetype.ARRAY else 0
+    if element_node == Nodetype.BASE and element[0] not in ("string", "wstring"):
+        return np.zeros(count, dtype=element[0])
+    return [_default(typestore, (element_node, element)) for _ in range(count)]

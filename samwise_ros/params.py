@@ -82,6 +82,8 @@ PARAMETERS = (
     ParameterSpec("sync_slop", 0.05, "seconds: the largest stamp difference between a colour image and its depth",
                   dynamic=True, check=lambda v: v >= 0.0, constraint="0 or more"),
     ParameterSpec("publish_overlay", False, "publish the debug overlay image", dynamic=True),
+    ParameterSpec("autostart", True, "walk the managed node to active at start-up (false: it waits, unconfigured, "
+                  "for the lifecycle services)"),
 )
 PARAMETERS_BY_NAME = {spec.name: spec for spec in PARAMETERS}
 DEFAULT_PARAMETERS = {spec.name: spec.default for spec in PARAMETERS}

@@ -322,9 +322,10 @@ def present_model_dir(tokenizer, tmp_path_factory):
     return save_tiny_model(tmp_path_factory.mktemp("present_model"), tokenizer)  # always detects something
 
 
-def test_depth_and_camera_info_give_the_nodes_3d_centroid(present_model_dir, tmp_path):
+def test_depth_and_camera_info_give_the_nodes_3d_centroid_and_markers(present_model_dir, tmp_path, capsys):
     """Depth recorded just after its colour frame is paired by stamp; frame 2 has no depth within the
-    slop and frame 4's depth is all holes (NaN): no 3-D centroid there, a PointStamped elsewhere."""
+    slop and frame 4's depth is all holes (NaN): no 3-D centroid there (said once each), a PointStamped
+    and markers elsewhere."""
     rng = np.random.default_rng(3)
     depths = [rng.uniform(0.5, 3.0, (HEIGHT, WIDTH)) for _ in range(6)]
     depths[2], depths[4] = None, np.full((HEIGHT, WIDTH), np.nan)
@@ -336,10 +337,12 @@ def test_depth_and_camera_info_give_the_nodes_3d_centroid(present_model_dir, tmp
     from geometry_msgs.msg import PointStamped
     from rclpy.serialization import deserialize_message
     from samwise_ros.msg import Segmentation
+    from visualization_msgs.msg import Marker, MarkerArray
 
     topics = read_bag(tmp_path / "out")
     results = [deserialize_message(raw, Segmentation) for _, raw, _ in topics["/result"]]
     points = [deserialize_message(raw, PointStamped) for _, raw, _ in topics["/centroid"]]
+    marker_arrays = [deserialize_message(raw, MarkerArray) for _, raw, _ in topics["/markers"]]
     records = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert all(r.detected for r in results) and len(results) == 6
     with_depth = [0, 1, 3, 5]
@@ -354,6 +357,14 @@ def test_depth_and_camera_info_give_the_nodes_3d_centroid(present_model_dir, tmp
         stored = results[index].centroid_3d
         assert [stored.x, stored.y, stored.z] == pytest.approx(expected, abs=1e-6)
         assert records[index]["centroid_3d"] == pytest.approx(expected, abs=1e-6)
+    assert len(marker_arrays) == len(points)
+    for point, array in zip(points, marker_arrays):
+        sphere, text = array.markers
+        assert (sphere.type, sphere.header, sphere.pose.position) == (Marker.SPHERE, point.header, point.point)
+        assert (text.type, text.header, text.text) == (Marker.TEXT_VIEW_FACING, point.header, "the red ball")
+    errors = capsys.readouterr().err
+    assert errors.count("samwise-replay: warning: depth: no depth frame with camera_info within sync_slop") == 1
+    assert errors.count("samwise-replay: warning: depth: no valid depth under the mask") == 1
 
 
 def test_depth_topic_errors(model_dir, tmp_path, capsys):

@@ -1,21 +1,25 @@
-"""The node's pure parts, without DDS: image conversions, depth pairing, 3-D centroid, parameters,
-the work queue."""
+"""The node's parts without DDS: image conversions, the session's messages in rclpy and in rosbags,
+camera_info, parameters, diagnostics, the work queue."""
 
 import math
+from functools import partial
 
 import cv2
 import numpy as np
 import pytest
 import yaml
 from diagnostic_msgs.msg import DiagnosticStatus
+from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-from std_msgs.msg import Header
 
 from ros_harness import PARAMETERS_FILE, camera_info, frame_pixels
-from samwise_ros.geometry import centroid_3d
+from samwise_ros.bags import bag_message, samwise_typestore
+from samwise_ros.depth import camera_info_to_intrinsics
 from samwise_ros.images import ImageError, check_image_size, compressed_to_rgb, depth_to_array, image_to_rgb
-from samwise_ros.depth import DepthPairing, IntrinsicsMismatch, camera_info_to_intrinsics
-from samwise_ros.ros.conversions import array_to_image, mask_to_image
+from samwise_ros.messages import Header, Time, build, image
+from samwise_ros.ros.conversions import array_to_image, message_class, ros_message
+from samwise_ros.session import cme_switch, markers, segmentation
+from samwise_ros.tracker import TrackResult
 from samwise_ros.params import PARAMETERS, PARAMETERS_BY_NAME
 from samwise_ros.ros.diagnostics import STALLED_S, ProcessingStats
 from samwise_ros.ros.parameters import descriptor, validate_changes
@@ -123,68 +127,37 @@ def test_camera_info_needs_a_focal_length():
 
 
 def test_outgoing_images_round_trip():
-    header = Header(frame_id="cam")
-    mask = np.zeros((5, 7), bool)
-    mask[1:3, 2:6] = True
-    msg = mask_to_image(mask, header)
+    header = Header(Time(3, 5), "cam")
+    mask = np.zeros((5, 7), np.uint8)
+    mask[1:3, 2:6] = 255
+    msg = build(image(mask, "mono8", header), ros_message)
     assert (msg.encoding, msg.width, msg.height, msg.step, msg.header.frame_id) == ("mono8", 7, 5, 7, "cam")
-    assert set(np.frombuffer(msg.data, np.uint8)) == {0, 255}
-    assert np.array_equal(np.frombuffer(msg.data, np.uint8).reshape(5, 7) == 255, mask)
+    assert np.array_equal(np.frombuffer(msg.data, np.uint8).reshape(5, 7), mask)
     bgr = RGB[:, :, ::-1]
-    assert np.array_equal(image_to_rgb(array_to_image(bgr, "bgr8", header)), RGB)
+    assert np.array_equal(image_to_rgb(array_to_image(bgr, "bgr8", msg.header)), RGB)
 
 
-def test_centroid_3d_is_the_median_of_valid_back_projected_pixels():
-    mask = np.zeros((40, 60), bool)
-    mask[10:20, 30:40] = True
-    depth = np.full((40, 60), 2.0, np.float32)
-    depth[10:12, 30:40] = 0.0  # holes
-    depth[12, 30:35] = np.nan
-    depth[19, 39] = 50.0  # one wild pixel moves a mean, not a median
-    fx, fy, cx, cy = 100.0, 120.0, 29.5, 19.5
-    x, y, z = centroid_3d(mask, depth, fx, fy, cx, cy)
-    rows, cols = np.nonzero(mask & np.isfinite(depth) & (depth > 0))
-    assert z == pytest.approx(2.0)
-    assert x == pytest.approx(np.median((cols - cx) * 2.0 / fx), abs=1e-3)
-    assert y == pytest.approx(np.median((rows - cy) * 2.0 / fy), abs=1e-3)
-    millimetres = np.where(np.isfinite(depth), depth * 1000, 0).astype(np.uint16)
-    assert centroid_3d(mask, millimetres, fx, fy, cx, cy, 0.001) == pytest.approx((x, y, z), abs=1e-3)
+def test_rclpy_and_rosbags_make_the_same_bytes_of_every_output():
+    """The node publishes the session's messages with rclpy, the replay writes them with rosbags: a bag
+    holds exactly what the node publishes (compared decoded: CDR's padding bytes are left undefined)."""
 
+    def received(data: bytes, msgtype: str):
+        return deserialize_message(data, message_class(msgtype))
 
-def test_centroid_3d_is_none_without_valid_depth_or_focal_length():
-    mask = np.ones((4, 4), bool)
-    assert centroid_3d(mask, np.full((4, 4), np.nan, np.float32), 1.0, 1.0, 0, 0) is None
-    assert centroid_3d(mask, np.zeros((4, 4), np.uint16), 1.0, 1.0, 0, 0) is None
-    assert centroid_3d(mask, np.ones((4, 4), np.float32), 0.0, 1.0, 0, 0) is None
-    with pytest.raises(ValueError, match="differ in size"):
-        centroid_3d(mask, np.ones((4, 5), np.float32), 1.0, 1.0, 0, 0)
-
-
-def test_depth_pairing_takes_the_nearest_stamp_within_the_slop():
-    pairing = DepthPairing(capacity=3)
-    k = camera_info_to_intrinsics(camera_info(0.0, 4, 4))
-    for stamp in (1.0, 1.1, 1.2, 1.3):  # capacity 3: 1.0 falls out
-        pairing.add_depth(stamp, np.full((4, 4), stamp, np.float32), 1.0)
-    assert pairing.match(1.2, 0.05) is None  # no intrinsics yet
-    pairing.add_intrinsics(5.0, k)
-    assert pairing.match(1.14, 0.05).stamp == 1.1
-    assert pairing.match(1.16, 0.05).stamp == 1.2
-    assert pairing.match(1.0, 0.05) is None  # dropped from the buffer, and 1.1 is beyond the slop
-    assert pairing.match(1.4, 0.05) is None
-    assert pairing.match(1.4, 0.15).intrinsics == k
-
-
-def test_intrinsics_are_scaled_to_an_image_of_the_same_aspect_ratio_only():
-    k = camera_info_to_intrinsics(CameraInfo(width=1280, height=720, k=[900.0, 0, 640.0, 0, 910.0, 360.0, 0, 0, 1]))
-    assert k.scaled_to(1280, 720) is k
-    half = k.scaled_to(640, 360)
-    assert (half.fx, half.fy, half.cx, half.cy) == (450.0, 455.0, 320.0, 180.0)
-    third = k.scaled_to(426, 240)  # 3x3 binning rounds 426.67 down
-    assert (third.fx, third.cy) == (pytest.approx(900.0 * 426 / 1280), 120.0)
-    with pytest.raises(IntrinsicsMismatch, match="intrinsics are for 1280x720 images, the image is 640x480"):
-        k.scaled_to(640, 480)
-    unsized = camera_info_to_intrinsics(CameraInfo(k=[900.0, 0, 640.0, 0, 910.0, 360.0, 0, 0, 1]))
-    assert unsized.scaled_to(640, 480) is unsized  # no size to check it against
+    mask = np.zeros((6, 5), bool)
+    mask[1:4, 2:4] = True
+    result = TrackResult(frame_index=7, stamp=1.5, query="the red ball", mask=mask, object_score=0.875, detected=True,
+                         bbox=(2, 1, 3, 3), area=6, centroid=(2.5, 2.0), cme_probability=0.96875, cme_switched=True)
+    header = Header(Time(1, 500_000_000), "camera_color_optical_frame")
+    point = (0.25, -0.125, 1.5)
+    outputs = [image(mask.view(np.uint8) * np.uint8(255), "mono8", header), segmentation(result, header, point, 0.02),
+               segmentation(result, header, None, 0.02), cme_switch(result, header, (1.0, 2.0)),
+               markers(header, point, result.query)]
+    typestore = samwise_typestore()
+    for output in outputs:
+        published = serialize_message(build(output, ros_message))
+        written = bytes(typestore.serialize_cdr(build(output, partial(bag_message, typestore)), output.MSGTYPE))
+        assert received(written, output.MSGTYPE) == received(published, output.MSGTYPE), output.MSGTYPE
 
 
 class ManualClock:

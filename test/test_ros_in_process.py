@@ -4,7 +4,9 @@ needs a tracker that misbehaves on purpose (out of memory, a long inference) or 
 advance (the bright red pixels), a fresh node for each test (the log throttling), and the compressed
 transport."""
 
+import gc
 import threading
+import weakref
 
 import cv2
 import numpy as np
@@ -16,6 +18,7 @@ from geometry_msgs.msg import PointStamped
 from rcl_interfaces.msg import Log
 from rcl_interfaces.srv import SetParameters
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
@@ -335,3 +338,27 @@ def test_an_unset_image_stamp_stays_out_of_the_stamp_latency(in_process_node):
 def test_diagnostics_say_whether_the_compiled_step_runs(tiny_model):
     assert compiled_step_state(StreamTracker(tiny_model)) == "off"
     assert compiled_step_state(StreamTracker(tiny_model, compile=True)).startswith("on, not active yet")
+
+
+def test_cleanup_drops_the_tracker_and_configure_builds_a_new_one():
+    trackers = []
+
+    def factory(settings):
+        trackers.append(ThresholdTracker())
+        return LoadedTracker(trackers[-1], "cpu", "fp32", "stand-in")
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=unique_domain_id())
+    node = create_node(factory, context=context, namespace=unique_namespace("samwise_cleanup"),
+                       parameter_overrides=[Parameter("autostart", value=False)])
+    try:
+        assert trackers == []  # unconfigured: nothing loaded
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS and len(trackers) == 1
+        released = weakref.ref(trackers.pop())
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+        gc.collect()
+        assert released() is None  # nothing holds the model any more
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS and len(trackers) == 1
+    finally:
+        node.destroy_node()
+        context.try_shutdown()

@@ -24,7 +24,7 @@ from samwise_ros.params import PARAMETERS_BY_NAME, load_node_parameters
 
 LAUNCH_FILES = sorted((REPO / "launch").glob("*.launch.py"))
 NODE_TOPICS = {"image", "image/compressed", "depth", "camera_info", "text_query", "mask", "result", "overlay",
-               "centroid", "cme_switch"}
+               "centroid", "markers", "cme_switch"}
 NODE_PARAMETER_DEFAULTS = {name: spec.default for name, spec in PARAMETERS_BY_NAME.items()}
 STAND_INS = {
     "launch": ["LaunchDescription"],

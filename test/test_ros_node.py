@@ -16,6 +16,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
+from visualization_msgs.msg import Marker, MarkerArray
 
 from ros_harness import (QUERY, START_TIMEOUT_S, RosPeer, bgr_image, camera_info, header,
                          node_arguments, save_tiny_model, stamp_seconds, start_node, unique_domain_id,
@@ -25,7 +26,8 @@ from samwise_ros.msg import CmeSwitch, Segmentation
 HEIGHT, WIDTH = 96, 128
 FX, FY = 100.0, 110.0
 CX, CY = (WIDTH - 1) / 2, (HEIGHT - 1) / 2
-OUTPUTS = {"mask": Image, "result": Segmentation, "overlay": Image, "centroid": PointStamped, "cme_switch": CmeSwitch}
+OUTPUTS = {"mask": Image, "result": Segmentation, "overlay": Image, "centroid": PointStamped, "markers": MarkerArray,
+           "cme_switch": CmeSwitch}
 
 
 def depth_metres() -> np.ndarray:
@@ -139,6 +141,15 @@ def set_parameter(ros, name: str, value):
     return ros.tester.call(ros.set_parameters, request).results[0]
 
 
+def markers_for(ros, stamps: list[float]) -> list[MarkerArray]:
+    """The marker arrays for these image stamps (their markers carry the image's header)."""
+    def collect():
+        by_stamp = {stamp_seconds(array.markers[0].header): array for array in ros.tester.messages("markers")}
+        return [by_stamp[s] for s in stamps] if all(s in by_stamp for s in stamps) else None
+
+    return ros.tester.wait_for(collect, 30.0, f"markers for stamps {stamps}")
+
+
 def test_each_frame_gets_mask_result_overlay_and_3d_centroid_with_its_header(ros):
     query = set_query(ros)
     stamps = [send_frame(ros, 0, "16UC1"), send_frame(ros, 1, "16UC1"), send_frame(ros, 2, "32FC1")]
@@ -166,6 +177,27 @@ def test_each_frame_gets_mask_result_overlay_and_3d_centroid_with_its_header(ros
         assert result.has_centroid_3d
         point = np.array([result.centroid_3d.x, result.centroid_3d.y, result.centroid_3d.z])
         assert np.abs(point - expected).max() < 1e-3
+
+
+def test_a_3d_centroid_gets_a_sphere_and_the_query_as_markers_and_none_without_it(ros):
+    query = set_query(ros)
+    without_depth = send_frame(ros, 0, depth=None)
+    with_depth = send_frame(ros, 1)
+    (centroid,) = outputs_for(ros, "centroid", [with_depth])
+    (markers,) = markers_for(ros, [with_depth])
+    sphere, text = markers.markers
+    assert (sphere.type, text.type) == (Marker.SPHERE, Marker.TEXT_VIEW_FACING) and sphere.id != text.id
+    for marker in (sphere, text):
+        assert marker.header == centroid.header  # the image's stamp and frame
+        assert marker.action == Marker.ADD and marker.color.a > 0
+        assert marker.lifetime.sec > 0 or marker.lifetime.nanosec > 0  # a lost target's markers vanish
+    assert sphere.pose.position == centroid.point and min(sphere.scale.x, sphere.scale.y, sphere.scale.z) > 0
+    assert text.text == query and text.scale.z > 0
+    # the frame without depth came first on each topic: it has a result, but no centroid and no markers
+    (result,) = outputs_for(ros, "result", [without_depth])
+    assert result.detected and not result.has_centroid_3d
+    assert without_depth not in [stamp_seconds(msg.header) for msg in ros.tester.messages("centroid")]
+    assert without_depth not in [stamp_seconds(m.header) for a in ros.tester.messages("markers") for m in a.markers]
 
 
 def test_diagnostics_report_rate_latency_drops_and_the_model(ros):
@@ -250,7 +282,8 @@ BAD_INPUTS = {  # name: (what to send, the log line that must answer it)
                   r"ERROR.*image: 8000x6000 is 48000000 pixels, more than max_image_pixels \(16777216\)"),
     "empty query": (lambda ros: ros.text_query.publish(String(data="  ")), r"WARN.*empty query: output paused"),
     "over-long query": (lambda ros: ros.text_query.publish(String(data="x" * 300)),
-                        r"ERROR.*rejected a query of 300 characters \(max_query_chars is 256\)"),
+                        r"ERROR.*text_query: rejected 'x{60}\.\.\.': the query has 300 characters, more than "
+                        r"max_query_chars \(256\)"),
     "depth encoding": (lambda ros: ros.depth.publish(_bad_image(encoding="rgb8")),
                        r"ERROR.*depth: unsupported encoding 'rgb8'"),
     "NaN depth": (lambda ros: (ros.depth.publish(_depth_msg(np.full((HEIGHT, WIDTH), np.nan, np.float32), "32FC1",

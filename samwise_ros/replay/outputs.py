@@ -6,12 +6,14 @@ With one stream the files sit directly at the given path; with several, each str
 from __future__ import annotations
 
 import json
+from dataclasses import astuple
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from ..overlay import draw_overlay
+from ..session import Publication
 from ..tracker import TrackResult
 from .sources import Frame
 
@@ -66,15 +68,16 @@ class ResultLog:
         self.path = path
         self._file = open(path, "w", encoding="utf-8")
 
-    def write(self, stream: int, frame: Frame, result: TrackResult, latency_ms: float,
-              centroid_3d: tuple[float, float, float] | None) -> None:
+    def write(self, stream: int, frame: Frame, publication: Publication) -> None:
+        result = publication.track
+        centroid_3d = astuple(publication.centroid.point) if publication.centroid else None
         record = {
             "stream": stream, "input_frame": frame.number, "name": frame.name, "frame_id": frame.frame_id,
             "stamp": frame.stamp_ns / 1e9, "query": result.query, "frame_index": result.frame_index,
             "detected": result.detected, "object_score": round(result.object_score, 5), "area": result.area,
-            "bbox": result.bbox, "centroid": result.centroid, "centroid_3d": centroid_3d, "cme_probability": result.cme_probability,
-            "cme_switched": result.cme_switched, "stream_reset": result.stream_reset,
-            "latency_ms": round(latency_ms, 2),
+            "bbox": result.bbox, "centroid": result.centroid, "centroid_3d": centroid_3d,
+            "cme_probability": result.cme_probability, "cme_switched": result.cme_switched,
+            "stream_reset": result.stream_reset, "latency_ms": round(1000.0 * publication.latency_s, 2),
         }
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()  # a crash later keeps every line written so far

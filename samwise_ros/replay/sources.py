@@ -14,9 +14,10 @@ import numpy as np
 from rosbags.highlevel import AnyReader
 from rosbags.typesys import Stores, get_typestore
 
-from ..bags import CAMERA_INFO, COMPRESSED_IMAGE, IMAGE, STRING, UnsupportedImage, image_to_rgb, stamp_to_ns
+from ..bags import CAMERA_INFO, COMPRESSED_IMAGE, IMAGE, STRING, UnsupportedImage, image_to_rgb
 from ..depth import DepthFrame, DepthPairing, camera_info_to_intrinsics
 from ..images import depth_to_array
+from ..messages import stamp_to_ns
 
 FRAME_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 BAG_SUFFIXES = {".mcap", ".db3"}

@@ -30,6 +30,7 @@ class ProcessingStats:
         self._lock = threading.Lock()
         self._period_start = self._last_processed = clock()
         self.received = self.rejected = self.processed = self.results = self.errors = 0  # totals
+        self.ignored = 0  # frames that arrived while the node was inactive
         self._period_results = self._period_rejected = self._period_errors = 0
         self._last_rejection = ""
         self._stamp_latencies: list[float] = []  # seconds, image stamp -> publish
@@ -38,6 +39,10 @@ class ProcessingStats:
     def frame_received(self) -> None:
         with self._lock:
             self.received += 1
+
+    def frame_ignored(self) -> None:
+        with self._lock:
+            self.ignored += 1
 
     def frame_rejected(self, reason: str) -> None:
         with self._lock:
@@ -77,6 +82,7 @@ class ProcessingStats:
                 "latency receive to publish p50 (ms)": _milliseconds(receive, np.median),
                 "frames received": str(self.received),
                 "frames rejected": str(self.rejected),
+                "frames ignored (inactive)": str(self.ignored),
                 "frames processed": str(self.processed),
                 "results published": str(self.results),
                 "dropped frames": str(dropped),

@@ -1,12 +1,17 @@
 """samwise_node: text-driven video segmentation as a ROS 2 node (the contract: README, "ROS 2 interface").
 
+A managed (lifecycle) node: configure loads the model and opens the topics and services, activate
+starts processing frames, deactivate stops it (the model stays loaded), cleanup frees the model, shutdown
+ends. With the `autostart` parameter (default true) the node walks to active by itself at start-up.
+
 Threads. The executor runs the callbacks, which only convert and hand over: the newest frame goes
 into a bounded WorkQueue (older waiting frames are dropped and counted), a query or a reset becomes a
-command for the worker, parameter changes update `settings`. One worker thread owns the tracker: it
-applies commands, runs the model and publishes every output. Inference therefore never blocks a
-callback, and the text topic, the reset service and parameter services answer during it. `main` spins
-a single-threaded executor (the callbacks are short); the callback groups keep the node correct in a
-multi-threaded executor too (images one at a time, control apart), e.g. when it is composed with others.
+command for the worker, parameter changes update `settings`. One worker thread owns the stream session
+(samwise_ros/session.py, the contract the replay shares) and its tracker: it applies commands, runs the
+model and publishes every output. Inference therefore never blocks a callback, and the text topic, the
+reset service and parameter services answer during it. `main` spins a single-threaded executor (the
+callbacks are short); the callback groups keep the node correct in a multi-threaded executor too
+(images one at a time, control apart), e.g. when it is composed with others.
 
 Tests and benchmarks run this same node with another tracker (a deliberately slow one, a null one)
 through `main(tracker_factory=...)`.
@@ -18,7 +23,6 @@ import math
 import sys
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from functools import partial
 from types import SimpleNamespace
@@ -28,26 +32,24 @@ import numpy as np
 import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import Point, PointStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.exceptions import ParameterException
 from rclpy.executors import SingleThreadedExecutor
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 from std_srvs.srv import Trigger
 
-from samwise_ros.msg import CmeSwitch, Segmentation
-
-from ..depth import DepthPairing, Intrinsics, IntrinsicsMismatch, camera_info_to_intrinsics
-from ..model.checkpoint import CheckpointError
+from .. import messages
+from ..depth import DepthPairing, camera_info_to_intrinsics
+from ..images import ImageError, check_image_size, compressed_to_rgb, depth_to_array, image_to_rgb
+from ..messages import build, stamp_to_ns
 from ..overlay import draw_overlay
 from ..params import model_from_parameters, tracker_from_parameters
-from ..tracker import TrackResult
-from ..images import ImageError, check_image_size, compressed_to_rgb, depth_to_array, image_to_rgb
-from .conversions import array_to_image, mask_to_image, stamp_to_seconds
+from ..session import OUTPUT_TOPICS, Notice, Publication, QueryRejected, StreamFrame, StreamSession, check_query
+from .conversions import array_to_image, message_class, ros_message
 from .diagnostics import ProcessingStats, make_status
 from .parameters import declare_parameters, validate_changes
 from .spinning import sigterm_interrupts, spin_until_signal
@@ -55,7 +57,6 @@ from .work_queue import WorkQueue
 
 NODE_NAME = "samwise"
 LOG_THROTTLE_S = 5.0  # the same kind of problem is logged at most this often
-LOGGED_QUERY_CHARS = 60  # a rejected query is quoted up to this length
 DIAGNOSTICS_PERIOD_S = 1.0
 STOP_TIMEOUT_S = 10.0  # how long shutdown waits for a frame in inference
 RELIABILITY = {
@@ -101,45 +102,68 @@ def load_tracker(settings: SimpleNamespace) -> LoadedTracker:
                          str(settings.checkpoint) or "bundled demo weights")
 
 
-@dataclass
-class _Frame:
-    header: Header
-    rgb: np.ndarray  # HxWx3 uint8, usually a view of the message's buffer
-    received: float  # time.monotonic() when the callback got it
-
-
 def sensor_qos(reliability: str, depth: int) -> QoSProfile:
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=RELIABILITY[reliability])
 
 
-class SamwiseNode(Node):
-    def __init__(self, **node_options):
+class SamwiseNode(LifecycleNode):
+    def __init__(self, tracker_factory: TrackerFactory = load_tracker, **node_options):
+        """Declares the parameters (they exist in every state) and stays unconfigured."""
         super().__init__(NODE_NAME, **node_options)
-        self.settings: SimpleNamespace | None = None
+        self._tracker_factory = tracker_factory
         self._last_logged: dict[str, float] = {}
         self._log_lock = threading.Lock()
-        self._scalings_said: set[str] = set()  # worker only
-
-    # ---- start-up and shutdown -----------------------------------------------------------------
-
-    def start(self, tracker_factory: TrackerFactory = load_tracker) -> None:
-        """Declare the parameters, build the tracker, then open the topics and start the worker."""
+        self.configure_error = ""  # why the last configure failed
+        self._accepting_frames = False  # active: the image callbacks hand frames to the worker
+        self._opened: list[tuple[Any, Callable[[Any], Any]]] = []  # (entity, its destroyer): configure's
         self.settings = declare_parameters(self)
-        initial_query = self.settings.query.strip()
-        if len(initial_query) > self.settings.max_query_chars:
-            raise ValueError(f"parameter query has {len(initial_query)} characters, more than "
-                             f"max_query_chars ({self.settings.max_query_chars})")
-        self._loaded = tracker_factory(self.settings)
-        self._tracker = self._loaded.tracker  # touched by the worker thread only
-        self._in_flight: deque[_Frame] = deque()  # worker only: frames pushed whose result is not out yet
-        self._previous_centroid: tuple[float, float] | None = None  # worker only
-        self._active_query = ""
-        self._queue = WorkQueue(self.settings.queue_depth)
-        self._stats = ProcessingStats()
-        self._depth = DepthPairing()
-
         self.add_on_set_parameters_callback(validate_changes)
         self.add_post_set_parameters_callback(self._on_parameters_set)
+
+    # ---- lifecycle transitions -------------------------------------------------------------------
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._configure()
+        except Exception as error:  # any reason: the node stays unconfigured and says why
+            self.configure_error = str(error).splitlines()[0] if str(error) else type(error).__name__
+            if not self.settings.autostart:  # at start-up, the one line is main's "cannot start"
+                self.get_logger().error(f"cannot configure: {self.configure_error}")
+            self._release()
+            return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._accepting_frames = True
+        self.get_logger().info("active: processing frames")
+        return super().on_activate(state)  # enables the publishers
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._accepting_frames = False
+        self.get_logger().info("inactive: frames are ignored, the model stays loaded")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        self.get_logger().info("cleaned up: the model is freed")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._accepting_frames = False
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _configure(self) -> None:
+        """Build the tracker, then open the topics and start the worker."""
+        try:
+            initial_query = check_query(self.settings.query, self.settings.max_query_chars)
+        except QueryRejected as error:
+            raise StartupError(f"parameter query: {error}") from None
+        self._loaded = self._tracker_factory(self.settings)
+        self._depth = DepthPairing()  # filled by the depth callbacks, read by the worker
+        self._session = StreamSession(self._loaded.tracker, self.settings, self._depth)  # the worker's
+        self._queue = WorkQueue(self.settings.queue_depth)
+        self._stats = ProcessingStats()
         self._create_publishers()
         self._create_subscriptions_and_services()
         if initial_query:
@@ -151,22 +175,47 @@ class SamwiseNode(Node):
             f"mode {self.settings.mode}, {self.settings.image_transport} images, "
             f"{self.settings.image_reliability} QoS, depth {'on' if self.settings.use_depth else 'off'}")
 
+    def _release(self) -> None:
+        """Stop the worker, close what configure opened and drop the model (returning GPU memory)."""
+        self.stop()
+        for entity, destroy in reversed(self._opened):
+            destroy(entity)
+        self._opened.clear()
+        for name in ("_worker", "_queue", "_session", "_loaded", "_depth", "_stats"):
+            self.__dict__.pop(name, None)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _open(self, entity, destroy: Callable[[Any], Any]):
+        """`entity`, remembered for cleanup with the node method that destroys it."""
+        self._opened.append((entity, destroy))
+        return entity
+
+    def destroy_node(self) -> None:
+        self.stop()  # a worker left running would outlive the entities it publishes on
+        super().destroy_node()
+
     def stop(self) -> None:
         """Stop the worker (waiting for a frame in inference to finish, up to STOP_TIMEOUT_S; its results
         are not published)."""
-        if not hasattr(self, "_worker"):  # start() did not get that far
+        if not hasattr(self, "_worker"):  # not configured, or configure did not get that far
             return
         self._queue.close()
         self._worker.join(STOP_TIMEOUT_S)
 
     def _create_publishers(self) -> None:
+        # the outputs go through lifecycle publishers: an inactive node publishes none (its diagnostics
+        # still say how it is)
         images = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE)
-        self._mask_pub = self.create_publisher(Image, "mask", images)
-        self._overlay_pub = self.create_publisher(Image, "overlay", images)
-        self._result_pub = self.create_publisher(Segmentation, "result", 10)
-        self._centroid_pub = self.create_publisher(PointStamped, "centroid", 10)
-        self._switch_pub = self.create_publisher(CmeSwitch, "cme_switch", 10)
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        def publisher(msg_type, topic, qos):
+            return self._open(self.create_lifecycle_publisher(msg_type, topic, qos), self.destroy_lifecycle_publisher)
+
+        self._output_publishers = {
+            topic: publisher(message_class(message.MSGTYPE), topic, images if message is messages.Image else 10)
+            for topic, message in OUTPUT_TOPICS.items()}
+        self._overlay_pub = publisher(Image, "overlay", images)
+        self._diagnostics_pub = self._open(self.create_publisher(DiagnosticArray, "/diagnostics", 10),
+                                           self.destroy_publisher)
 
     def _create_subscriptions_and_services(self) -> None:
         settings = self.settings
@@ -175,17 +224,22 @@ class SamwiseNode(Node):
         # group of its own so it is never queued behind sensor callbacks
         images, depth = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
         control = ReentrantCallbackGroup()
+        def subscribe(msg_type, topic, callback, qos, group):
+            self._open(self.create_subscription(msg_type, topic, callback, qos, callback_group=group),
+                       self.destroy_subscription)
+
         if settings.image_transport == "compressed":
-            self.create_subscription(CompressedImage, "image/compressed", self._on_compressed_image, sensors,
-                                     callback_group=images)
+            subscribe(CompressedImage, "image/compressed", self._on_compressed_image, sensors, images)
         else:
-            self.create_subscription(Image, "image", self._on_image, sensors, callback_group=images)
+            subscribe(Image, "image", self._on_image, sensors, images)
         if settings.use_depth:
-            self.create_subscription(Image, "depth", self._on_depth, sensors, callback_group=depth)
-            self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, sensors, callback_group=depth)
-        self.create_subscription(String, "text_query", self._on_text_query, 10, callback_group=control)
-        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=control)
-        self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics, callback_group=control)
+            subscribe(Image, "depth", self._on_depth, sensors, depth)
+            subscribe(CameraInfo, "camera_info", self._on_camera_info, sensors, depth)
+        subscribe(String, "text_query", self._on_text_query, 10, control)
+        self._open(self.create_service(Trigger, "~/reset", self._on_reset, callback_group=control),
+                   self.destroy_service)
+        self._open(self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics, callback_group=control),
+                   self.destroy_timer)
 
     # ---- callbacks (executor threads): convert and hand over, nothing slow --------------------------
 
@@ -207,6 +261,9 @@ class SamwiseNode(Node):
 
     def _accept_frame(self, msg: Image | CompressedImage, topic: str,
                       to_rgb: Callable[[Any], np.ndarray]) -> None:
+        if not self._accepting_frames:  # inactive
+            self._stats.frame_ignored()
+            return
         received = time.monotonic()
         self._stats.frame_received()
         try:
@@ -215,7 +272,7 @@ class SamwiseNode(Node):
             self._stats.frame_rejected(str(error))
             self._report(f"{topic}: {error.kind}", str(error))
             return
-        self._queue.put_frame(_Frame(msg.header, rgb, received))
+        self._queue.put_frame(StreamFrame(rgb, stamp_to_ns(msg.header.stamp), msg.header.frame_id, received))
 
     def _on_depth(self, msg: Image) -> None:
         try:
@@ -223,7 +280,7 @@ class SamwiseNode(Node):
         except ImageError as error:
             self._report(f"depth: {error.kind}", str(error))
             return
-        self._depth.add_depth(stamp_to_seconds(msg.header.stamp), values, metres_per_unit)
+        self._depth.add_depth(stamp_to_ns(msg.header.stamp) / 1e9, values, metres_per_unit)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         try:
@@ -231,18 +288,10 @@ class SamwiseNode(Node):
         except ValueError as error:
             self._report("camera_info: unusable intrinsics", str(error))
             return
-        self._depth.add_intrinsics(stamp_to_seconds(msg.header.stamp), intrinsics)
+        self._depth.add_intrinsics(stamp_to_ns(msg.header.stamp) / 1e9, intrinsics)
 
     def _on_text_query(self, msg: String) -> None:
-        text = msg.data.strip()
-        limit = self.settings.max_query_chars
-        if len(text) > limit:
-            self._report("text_query: too long", f"text_query: rejected a query of {len(text)} characters "
-                         f"(max_query_chars is {limit}); still tracking the previous one")
-            return
-        if not text:
-            self.get_logger().warning("text_query: empty query: output paused until the next query")
-        self._queue.put_command(partial(self._apply_query, text))
+        self._queue.put_command(partial(self._apply_query, msg.data))
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         self._queue.put_command(self._apply_reset)
@@ -258,10 +307,12 @@ class SamwiseNode(Node):
     def _publish_diagnostics(self) -> None:
         report = self._stats.report(dropped=self._queue.dropped)
         values = dict(report.values, device=self._loaded.device, precision=self._loaded.precision,
-                      model=self._loaded.model, mode=self.settings.mode, query=self._active_query)
+                      model=self._loaded.model, mode=self.settings.mode, query=self._session.query)
         values["compiled step"] = compiled_step_state(self._loaded.tracker)
-        message = report.problem or (f"tracking {self._active_query!r}" if self._active_query
-                                     else "waiting for a query")
+        query = self._session.query
+        message = report.problem or (f"tracking {query!r}" if query else "waiting for a query")
+        if not self._accepting_frames:
+            message = f"inactive (lifecycle): frames are ignored; {message}"
         status = make_status(f"{self.get_fully_qualified_name()}: segmentation", self._loaded.device, values,
                              report.level, message)
         self._diagnostics_pub.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()),
@@ -277,126 +328,59 @@ class SamwiseNode(Node):
             except Exception as error:  # one bad frame or command must not end the worker
                 self._stats.error()
                 self._report(f"{kind} failed", f"{kind} failed: {type(error).__name__}: {error}")
-            finally:
-                self._forget_lost_frames()
 
     def _apply_query(self, text: str) -> None:
         try:
-            self._tracker.set_query(text)
-        except ValueError as error:  # e.g. more tokens than the text encoder takes
-            self._report("text_query: rejected", f"text_query: rejected {_cut(text, LOGGED_QUERY_CHARS)!r}: {error}")
-            return
-        self._active_query = text
-        self._forget_stream()
-        if text:
-            self.get_logger().info(f"tracking {text!r}")
+            self._say(self._session.set_query(text))
+        except QueryRejected as rejection:
+            self._say(rejection.notice)
 
     def _apply_reset(self) -> None:
-        self._tracker.reset()
-        self._forget_stream()
+        self._session.reset()
         self.get_logger().info("stream state reset")
 
-    def _forget_stream(self) -> None:
-        self._in_flight.clear()
-        self._previous_centroid = None
-
-    def _forget_lost_frames(self) -> None:
-        """Frames the tracker no longer holds (no query, a failed batch) will get no result."""
-        while len(self._in_flight) > self._tracker.pending_frames:
-            self._in_flight.popleft()
-
-    def _process(self, frame: _Frame) -> None:
-        self._tracker.mask_threshold = self.settings.mask_threshold
-        self._in_flight.append(frame)
+    def _process(self, frame: StreamFrame) -> None:
         self._stats.frame_processed()
         try:
-            results = self._tracker.push(frame.rgb, stamp=stamp_to_seconds(frame.header.stamp))
+            publications = self._session.push(frame)
         except torch.OutOfMemoryError:
             self._stats.error()
             self._report("out of memory", f"out of memory on the {self._loaded.device} for the frame stamped "
-                         f"{stamp_to_seconds(frame.header.stamp):.3f}: frame skipped")
+                         f"{frame.stamp:.3f}: frame skipped")
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             return
         if self._queue.closed:  # shutting down: the publishers may be gone, the results are abandoned
             return
-        for result in results:
-            self._publish(result, self._in_flight.popleft())
+        for publication in publications:
+            self._publish(publication)
 
-    def _publish(self, result: TrackResult, frame: _Frame) -> None:
-        header = frame.header
-        if result.stream_reset:
-            self._previous_centroid = None
-            self._report("image: stamp backwards", f"image stamp went backwards (bag loop or clock jump) to "
-                         f"{stamp_to_seconds(header.stamp):.3f}: stream state reset", level="warning")
-        self._mask_pub.publish(mask_to_image(result.mask, header))
-        point = self._centroid_3d(result, header) if self.settings.use_depth and result.detected else None
-        latency = time.monotonic() - frame.received
-        self._result_pub.publish(self._segmentation(result, header, point, latency))
-        if point is not None:
-            self._centroid_pub.publish(PointStamped(header=header, point=Point(x=point[0], y=point[1], z=point[2])))
-        if result.cme_switched:
-            self._switch_pub.publish(CmeSwitch(
-                header=header, query=result.query, frame_index=result.frame_index,
-                cme_probability=result.cme_probability or 0.0,
-                centroid_px_before=_pixel_point(self._previous_centroid),
-                centroid_px_after=_pixel_point(result.centroid)))
-        self._previous_centroid = result.centroid
+    def _publish(self, publication: Publication) -> None:
+        for notice in publication.notices:
+            self._say(notice)
+        for topic, message in publication.messages().items():
+            self._output_publishers[topic].publish(build(message, ros_message))
         if self.settings.publish_overlay:
-            picture = draw_overlay(np.ascontiguousarray(frame.rgb), result.mask, result.query, result.centroid,
-                                   result.bbox, result.cme_switched, result.object_score)
-            self._overlay_pub.publish(array_to_image(picture, "bgr8", header))
-        stamp = stamp_to_seconds(header.stamp)
+            self._publish_overlay(publication)
+        stamp = publication.frame.stamp
         # an unset (zero) stamp says nothing about latency
         stamp_latency = self.get_clock().now().nanoseconds * 1e-9 - stamp if stamp else None
-        self._stats.result_published(stamp_latency, latency)
+        self._stats.result_published(stamp_latency, publication.latency_s)
 
-    def _centroid_3d(self, result: TrackResult, header: Header) -> tuple[float, float, float] | None:
-        stamp = stamp_to_seconds(header.stamp)
-        depth = self._depth.match(stamp, self.settings.sync_slop)
-        if depth is None:
-            self._report("depth: none paired", f"depth: no depth frame with camera_info within sync_slop "
-                         f"({self.settings.sync_slop} s) of the image stamped {stamp:.3f}: no 3-D centroid",
-                         level="warning")
-            return None
-        try:
-            point = depth.centroid_3d(result.mask)
-        except IntrinsicsMismatch as error:
-            self._report("camera_info: image size", str(error), level="warning")
-            return None
-        except ValueError as error:
-            self._report("depth: image size", str(error))
-            return None
-        self._say_once_if_scaled(depth.intrinsics, result.mask.shape)
-        if point is None:
-            self._report("depth: no valid depth", "depth: no valid depth under the mask (holes, zeros or NaN): "
-                         "no 3-D centroid", level="warning")
-        return point
-
-    def _say_once_if_scaled(self, intrinsics: Intrinsics, image_shape: tuple[int, int]) -> None:
-        height, width = image_shape
-        note = intrinsics.scaling_note(width, height)  # names both sizes: said once for each pair
-        if note is not None and note not in self._scalings_said:
-            self._scalings_said.add(note)
-            self.get_logger().info(note)
-
-    @staticmethod
-    def _segmentation(result: TrackResult, header: Header, point, latency: float) -> Segmentation:
-        msg = Segmentation(header=header, query=result.query, frame_index=result.frame_index,
-                           detected=result.detected, object_score=result.object_score, area_px=result.area,
-                           centroid_px=_pixel_point(result.centroid), cme_switched=result.cme_switched,
-                           # NaN: the CME did not decide on this frame
-                           cme_probability=math.nan if result.cme_probability is None else result.cme_probability,
-                           latency_ms=1000.0 * latency)
-        if result.bbox is not None:
-            x0, y0, x1, y1 = result.bbox
-            msg.bbox = RegionOfInterest(x_offset=x0, y_offset=y0, width=x1 - x0 + 1, height=y1 - y0 + 1)
-        if point is not None:
-            msg.has_centroid_3d = True
-            msg.centroid_3d = Point(x=point[0], y=point[1], z=point[2])
-        return msg
+    def _publish_overlay(self, publication: Publication) -> None:
+        result = publication.track
+        picture = draw_overlay(np.ascontiguousarray(publication.frame.rgb), result.mask, result.query,
+                               result.centroid, result.bbox, result.cme_switched, result.object_score)
+        self._overlay_pub.publish(array_to_image(picture, "bgr8", build(publication.header, ros_message)))
 
     # ---- logging ---------------------------------------------------------------------------------
+
+    def _say(self, notice: Notice) -> None:
+        """An info notice as it comes (the session says each once); a problem throttled by its kind."""
+        if notice.level == "info":
+            self.get_logger().info(notice.text)
+        else:
+            self._report(notice.kind, notice.text, notice.level)
 
     def _report(self, kind: str, text: str, level: str = "error") -> None:
         """Log a problem at most once per LOG_THROTTLE_S for its kind ("topic: problem", never the text,
@@ -413,27 +397,28 @@ class SamwiseNode(Node):
             self.get_logger().error(text)
 
 
-def _cut(text: str, length: int) -> str:
-    return text if len(text) <= length else text[:length] + "..."
-
-
-def _pixel_point(centroid: tuple[float, float] | None) -> Point:
-    return Point() if centroid is None else Point(x=centroid[0], y=centroid[1], z=0.0)
-
-
 def create_node(tracker_factory: TrackerFactory | None = None, **node_options) -> SamwiseNode:
-    """A started node (rclpy must be initialised), or StartupError with one line saying why not.
-    `node_options` go to rclpy's Node (context, parameter_overrides, ...)."""
-    node = SamwiseNode(**node_options)
+    """A node (rclpy must be initialised), walked to active when its `autostart` parameter says so, or
+    StartupError with one line saying why not. `node_options` go to rclpy's Node (context,
+    parameter_overrides, ...)."""
     try:
-        node.start(tracker_factory or load_tracker)
-    except (StartupError, CheckpointError, ParameterException, ValueError, OSError) as error:
-        node.destroy_node()
-        raise StartupError(str(error).splitlines()[0] if str(error) else type(error).__name__) from None
+        node = SamwiseNode(tracker_factory or load_tracker, **node_options)
+    except (ParameterException, ValueError) as error:
+        raise StartupError(str(error).splitlines()[0]) from None
+    try:
+        if node.settings.autostart:
+            autostart(node)
     except BaseException:
         node.destroy_node()
         raise
     return node
+
+
+def autostart(node: SamwiseNode) -> None:
+    if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+        raise StartupError(node.configure_error or "configure failed")
+    if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+        raise StartupError("activate failed")
 
 
 def main(argv: list[str] | None = None, tracker_factory: TrackerFactory | None = None) -> int:
@@ -457,7 +442,6 @@ def main(argv: list[str] | None = None, tracker_factory: TrackerFactory | None =
     try:
         spin_until_signal(executor)
     finally:
-        node.stop()
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()

@@ -4,8 +4,9 @@ The model and tracker are built from the node's parameters file (config/samwise.
 builds them, and every frame is processed (the node drops stale frames only when it falls behind a
 live camera), so the output is what the node publishes for the same frames when it keeps up.
 Outputs, each optional: PNG masks, overlay videos, per-frame JSON lines, and a rosbag2 with the node's
-topics (mask, result, centroid, cme_switch) stamped with the input's headers. With a bag's depth and
-camera_info topics, results get the node's 3-D centroid (depth_scale and sync_slop from the parameters).
+topics (mask, result, centroid, markers, cme_switch) stamped with the input's headers. With a bag's depth
+and camera_info topics, results get the node's 3-D centroid (depth_scale and sync_slop from the parameters).
+Each query runs in a StreamSession, as the node's does (samwise_ros/session.py).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 from tqdm import tqdm
 
@@ -25,7 +26,7 @@ from ..params import (default_parameters_file, load_node_parameters, model_from_
                       override_parameters, tracker_from_parameters)
 from ..replay.outputs import MaskFolder, OverlayVideos, ResultLog
 from ..replay.sources import DepthTopics, Frame, QueryChange, ReplayInputError, open_source
-from ..tracker import StreamTracker, TrackResult
+from ..session import Notice, Publication, QueryRejected, StreamFrame, StreamSession, check_query
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -65,20 +66,25 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 @dataclass
 class Stream:
-    """One tracker and the frames it holds until their results come back."""
+    """One query's session and what the summary tells of it."""
 
     index: int
     namespace: str
-    tracker: StreamTracker
+    session: StreamSession
     label: str
-    waiting: deque = field(default_factory=deque)  # (Frame, perf_counter at push), oldest first
-    last_centroid: tuple[float, float] | None = None
     results: int = 0
     detections: int = 0
     points_3d: int = 0
-    warnings: set[str] = field(default_factory=set)
     switches: int = 0
     latency_ms: float = 0.0
+    said: set[str] = field(default_factory=set)  # the kinds of problem reported already
+
+    def count(self, publication: Publication) -> None:
+        self.results += 1
+        self.detections += publication.track.detected
+        self.points_3d += publication.centroid is not None
+        self.switches += publication.cme_switch is not None
+        self.latency_ms += 1000.0 * publication.latency_s
 
 
 class Outputs:
@@ -92,17 +98,16 @@ class Outputs:
         self.overlay = OverlayVideos(args.overlay, len(streams), fps) if args.overlay else None
         self.log = ResultLog(args.results) if args.results else None
 
-    def write(self, stream: Stream, frame: Frame, result: TrackResult, latency_ms: float,
-              point: tuple[float, float, float] | None) -> None:
+    def write(self, stream: Stream, publication: Publication) -> None:
+        frame: Frame = publication.frame.source
         if self.masks:
-            self.masks.write(stream.index, frame, result)
+            self.masks.write(stream.index, frame, publication.track)
         if self.overlay:
-            self.overlay.write(stream.index, frame, result)
+            self.overlay.write(stream.index, frame, publication.track)
         if self.log:
-            self.log.write(stream.index, frame, result, latency_ms, point)
+            self.log.write(stream.index, frame, publication)
         if self.bag:
-            self.bag.write(stream.namespace, frame.log_time_ns, frame.stamp_ns, frame.frame_id, result,
-                           latency_ms, stream.last_centroid, point)
+            self.bag.write(stream.namespace, frame.log_time_ns, publication)
 
     def close(self) -> None:
         for output in (self.overlay, self.log, self.bag):
@@ -119,8 +124,8 @@ def main(argv=None) -> int:
     try:
         parameters = override_parameters(load_node_parameters(args.params), args.assignments)
         queries = args.query or [parameters["query"]]
-        for query in queries:
-            check_query(query, parameters)
+        for query in queries:  # before the model loads
+            check_query(query, parameters["max_query_chars"])
         depth_topics = None
         if args.depth_topic:
             depth_topics = DepthTopics(args.depth_topic, args.camera_info_topic, parameters["depth_scale"],
@@ -139,16 +144,15 @@ def main(argv=None) -> int:
         with tqdm(total=source.total, unit="frame", desc="replay", dynamic_ncols=True) as progress:
             for event in source:
                 if isinstance(event, QueryChange):
-                    change_query(streams[0], event.text, parameters)
+                    change_query(streams[0], event.text)
                     continue
-                deliver(streams, outputs, [(s, s.tracker.push(event.rgb, stamp=event.stamp_ns / 1e9))
-                                           for s in streams if wait_for(s, event)])
+                deliver(outputs, [(stream, stream.session.push(stream_frame(event))) for stream in streams])
                 frames += 1
                 progress.update(1)
     except ReplayInputError as err:
         failure = err
     finally:  # on errors too: the frames read so far get their results, and every file is closed
-        deliver(streams, outputs, [(stream, stream.tracker.flush()) for stream in streams])
+        deliver(outputs, [(stream, stream.session.flush()) for stream in streams])
         outputs.close()
     elapsed = time.perf_counter() - started
     print_summary(source.description, frames, elapsed, streams, outputs.describe(args))
@@ -159,78 +163,51 @@ def main(argv=None) -> int:
 
 
 def make_streams(model, parameters: dict, queries: list[str], args: argparse.Namespace) -> list[Stream]:
+    # a 3-D centroid wherever the input has depth, as the node with use_depth
+    settings = SimpleNamespace(**{**parameters, "use_depth": bool(args.depth_topic)})
     streams = []
     for index, query in enumerate(queries):
-        tracker = tracker_from_parameters(model, parameters)
-        tracker.set_query(query)
+        session = StreamSession(tracker_from_parameters(model, parameters), settings)
+        session.set_query(query)
         namespace = "/" + args.namespace.strip("/")
         if len(queries) > 1:
             namespace = f"{namespace.rstrip('/')}/query_{index}"
         label = f"query topic {args.query_topic}" if args.query_topic else repr(query)
-        streams.append(Stream(index, namespace, tracker, label))
+        streams.append(Stream(index, namespace, session, label))
     return streams
 
 
-def check_query(text: str, parameters: dict) -> None:
-    if len(text) > parameters["max_query_chars"]:
-        raise ValueError(f"the query has {len(text)} characters, more than max_query_chars "
-                         f"({parameters['max_query_chars']})")
+def stream_frame(frame: Frame) -> StreamFrame:
+    return StreamFrame(frame.rgb, frame.stamp_ns, frame.frame_id, depth=frame.depth, source=frame)
 
 
-def change_query(stream: Stream, text: str, parameters: dict) -> None:
-    """What the node does with a text_query message: any accepted text restarts the stream (frames
-    still buffered for the old one are dropped, as the tracker does), an empty one pauses output, an
-    over-long one (or one the tokenizer refuses) is rejected and the previous query kept."""
-    text = text.strip()
+def change_query(stream: Stream, text: str) -> None:
+    """A text_query message, as the node takes it."""
     try:
-        check_query(text, parameters)
-        stream.tracker.set_query(text)
-    except ValueError as err:
-        tqdm.write(f"samwise-replay: query rejected: {err}", file=sys.stderr)
-        return
-    stream.waiting.clear()
-    stream.last_centroid = None
+        say(stream, stream.session.set_query(text))
+    except QueryRejected as rejection:
+        say(stream, rejection.notice)
 
 
-def wait_for(stream: Stream, frame: Frame) -> bool:
-    """Remember a frame the tracker will answer for (it ignores frames while it has no query)."""
-    if not stream.tracker.query:
-        return False
-    stream.waiting.append((frame, time.perf_counter()))
-    return True
+def deliver(outputs: Outputs, batches: list[tuple[Stream, list[Publication]]]) -> None:
+    """Write publications in recording order across streams (bag writers want time order)."""
+    ready = [(publication.frame.source.log_time_ns, stream.index, stream, publication)
+             for stream, publications in batches for publication in publications]
+    for _, _, stream, publication in sorted(ready, key=lambda item: item[:2]):
+        for notice in publication.notices:
+            say(stream, notice)
+        outputs.write(stream, publication)
+        stream.count(publication)
 
 
-def deliver(streams: list[Stream], outputs: Outputs, batches: list[tuple[Stream, list[TrackResult]]]) -> None:
-    """Write results in recording order across streams (bag writers want time order)."""
-    ready = []
-    for stream, results in batches:
-        for result in results:
-            frame, pushed = stream.waiting.popleft()  # results come back in push order
-            ready.append((frame.log_time_ns, stream.index, stream, frame, result, pushed))
-    now = time.perf_counter()
-    for _, _, stream, frame, result, pushed in sorted(ready, key=lambda item: item[:2]):
-        latency_ms = (now - pushed) * 1000.0
-        point = centroid_3d(stream, frame, result)
-        outputs.write(stream, frame, result, latency_ms, point)
-        stream.results += 1
-        stream.detections += result.detected
-        stream.points_3d += point is not None
-        stream.switches += result.cme_switched
-        stream.latency_ms += latency_ms
-        stream.last_centroid = result.centroid
-
-
-def centroid_3d(stream: Stream, frame: Frame, result: TrackResult) -> tuple[float, float, float] | None:
-    """The node's 3-D centroid: detected, with a paired depth frame, and valid depth under the mask."""
-    if not result.detected or frame.depth is None:
-        return None
-    try:
-        return frame.depth.centroid_3d(result.mask)
-    except ValueError as err:  # the same for every frame: said once
-        if str(err) not in stream.warnings:
-            stream.warnings.add(str(err))
-            tqdm.write(f"samwise-replay: warning: {err}", file=sys.stderr)
-        return None
+def say(stream: Stream, notice: Notice) -> None:
+    """Every info notice; each kind of problem once (it is the same on every frame)."""
+    if notice.level != "info":
+        if notice.kind in stream.said:
+            return
+        stream.said.add(notice.kind)
+    prefix = "" if notice.level == "info" else f"{notice.level}: "
+    tqdm.write(f"samwise-replay: {prefix}{notice.text}", file=sys.stderr)
 
 
 def print_summary(description: str, frames: int, elapsed: float, streams: list[Stream], outputs: str) -> None:
