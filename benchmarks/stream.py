@@ -19,6 +19,7 @@ that a trend can be told from a shared machine's phases. Random weights: speed d
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import tempfile
 import time
@@ -34,6 +35,7 @@ from samwise_ros.runtime import resolve_device, resolve_precision
 from samwise_ros.tracker import StreamTracker
 
 CHECKPOINTS = (100, 1000)
+FLATNESS_FRAMES = 896  # frames 96-495 and a last 400 apart from them
 
 
 def resident_mib() -> float:
@@ -78,9 +80,11 @@ def run_mode(model: Samwise, mode: str, compile: bool, frames: list[np.ndarray],
     elapsed = time.perf_counter() - started
     clip = 1 if mode == "frame" else tracker.clip_length
     end = count - count % clip
-    # 400-frame windows (50 clips): a single clip's time varies by tens of percent on a shared machine
-    early = median_time_per_frame(step_times[96:496], clip)  # whole clips from frame 96
-    late = median_time_per_frame(step_times[end - 400:end], clip)
+    # 400-frame windows (50 clips): a single clip's time varies by tens of percent on a shared machine;
+    # a run too short for two of them has no flatness figures
+    long_enough = count >= FLATNESS_FRAMES
+    early = median_time_per_frame(step_times[96:496], clip) if long_enough else math.nan  # whole clips from frame 96
+    late = median_time_per_frame(step_times[end - 400:end], clip) if long_enough else math.nan
     # every window, so that a trend shows apart from the machine's phases
     windows = [median_time_per_frame(step_times[start:start + 400], clip) for start in range(96, end - 399, 400)]
     per_frame = time_per_frame(step_times[:end], clip, warm_up)
@@ -151,7 +155,7 @@ def print_run(label: str, stats: dict, count: int, device: torch.device) -> None
     time_drift = 100 * (stats["time_late_ms"] - stats["time_early_ms"]) / stats["time_early_ms"]
     print(f"[{label}] latency p50 {stats['latency_p50_ms']:.1f} ms, p95 {stats['latency_p95_ms']:.1f} ms, "
           f"throughput {stats['fps']:.1f} frames/s, memory bank {stats['memory_bank']} frames")
-    if count < 896:  # too short for the flatness figures
+    if count < FLATNESS_FRAMES:
         return
     print(f"[{label}] RSS MiB " + ", ".join(f"@{k}: {v:.1f}" for k, v in sorted(rss.items()))
           + f"; drift 1,000 -> {count}: {rss_drift:+.2f}% ({'ok' if abs(rss_drift) <= 2 else 'OVER 2%'})")

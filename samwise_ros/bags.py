@@ -1,7 +1,7 @@
 """rosbag2 files through `rosbags` (pure Python, no ROS install): the ROS 2 type store with this package's
 messages, colour frames out of Image / CompressedImage messages, and the node's output messages in.
 
-The output messages are the node's publications (README, ROS 2 interface), as the session describes them
+The output messages are the node's publications (docs/ros-interface.md), as the session describes them
 (samwise_ros/session.py: `mask`, `result`, `centroid` and `markers` with a 3-D centroid, `cme_switch`);
 each carries the header of the image it was computed from.
 """

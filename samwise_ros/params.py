@@ -44,7 +44,7 @@ class ParameterSpec:
         return f"one of: {', '.join(self.choices)}" if self.choices else self.constraint
 
 
-# The node's parameters (README, "Parameters"): read-only ones shape the tracker and the subscriptions
+# The node's parameters (docs/ros-interface.md, "Parameters"): read-only ones shape the tracker and the subscriptions
 # and are fixed at start-up; dynamic ones can change at run time (`ros2 param set`).
 PARAMETERS = (
     ParameterSpec("checkpoint", "", "model: a directory saved by samwise_ros, or a released SAMWISE .pth "

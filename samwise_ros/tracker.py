@@ -4,7 +4,7 @@ Frames go in one at a time with a stamp; results come out per frame. `mode="clip
 `clip_length` frames and runs them through the backbone together, as the release does on stored
 video (results arrive when a clip completes). `mode="frame"` returns a result for every frame as it
 arrives: the backbone runs on the new frame alone and the adapters' space-time attention sees the
-cached adapter inputs of the previous `frame_window - 1` frames (a causal window; see README).
+cached down-projected adapter features of the previous `frame_window - 1` frames (a causal window; see docs/model.md).
 Everything the tracker keeps is bounded, so memory and time per frame stay flat for any stream.
 """
 

@@ -1,4 +1,4 @@
-"""samwise_node: text-driven video segmentation as a ROS 2 node (the contract: README, "ROS 2 interface").
+"""samwise_node: text-driven video segmentation as a ROS 2 node (the contract: docs/ros-interface.md).
 
 A managed (lifecycle) node: configure loads the model and opens the topics and services, activate
 starts processing frames, deactivate stops it (the model stays loaded), cleanup frees the model, shutdown
