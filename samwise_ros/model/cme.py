@@ -74,6 +74,12 @@ def cme_window_open(frame_index: int, last_switch: int | Tensor, window: int) ->
     switch. With `last_switch` a device tensor the second half stays on the device (no host sync)."""
     if frame_index <= window:
         return False
+    return spaced_from_last_switch(frame_index, last_switch, window)
+
+
+def spaced_from_last_switch(frame_index: int | Tensor, last_switch: int | Tensor, window: int) -> bool | Tensor:
+    """The window rule's second half: at least window-1 frames since the last switch (device tensors in,
+    a device bool out: a compiled step keeps the whole rule on the device)."""
     return frame_index - last_switch >= window - 1
 
 

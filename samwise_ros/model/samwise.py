@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from .adapter import CMTAdapter
 from . import checkpoint as ckpt
 from .cme import (RELEASE_DECISION_WINDOW, ConditionalMemoryEncoder, cme_window_open, reweight_memory_logits,
-                  same_object_labels)
+                  same_object_labels, spaced_from_last_switch)
 from .config import SamwiseConfig
 from .memory import FusionContext, MemoryBank, MemoryEntry, StreamMemory
 from .sam2_bridge import EarlyPointerHook, PromptTokenHook, RawMaskHook, build_sam2_base
@@ -476,7 +476,7 @@ class Samwise(nn.Module):
         outputs = []
         for index in range(frames.shape[0]):
             frame_index = first_index + index
-            window_open = use_cme and (frame_index - memory.last_cme_switch >= cme_window - 1)
+            window_open = use_cme and spaced_from_last_switch(frame_index, memory.last_cme_switch, cme_window)
             outputs.append(self._track_frame(features, index, frame_index, memory, window_open))
         return outputs
 
