@@ -48,8 +48,8 @@ class RuleDecisions(nn.Module):
         self.resized_hw: tuple[int, int] = (0, 0)  # its frames' size in the model
         self.frame = -1  # the clip's frame being decoded: the tracker decodes each once, in order
         self.decided = self.switched = 0
-        self._with_memory, self._without_memory = model.decode_with_memory, model.decode_without_memory
-        model.decode_with_memory, model.decode_without_memory = self.decode_with_memory, self.decode_without_memory
+        self._with_memory = model.decode_with_memory
+        model.decode_with_memory = self.decode_with_memory
         self._encode_memory = model.encode_memory
         if rule == "truth-memory":
             model.encode_memory = self.encode_true_memory
@@ -63,11 +63,9 @@ class RuleDecisions(nn.Module):
     def decode_with_memory(self, features, index, memory):
         self.frame += 1
         self.memory_path = self._with_memory(features, index, memory)
+        # the model decodes the memory-less mask only on a switch; the rules compare it on every frame
+        self.memoryless = self.model[0].decode_without_memory(features, index)
         return self.memory_path
-
-    def decode_without_memory(self, features, index):
-        self.memoryless = self._without_memory(features, index)
-        return self.memoryless
 
     def encode_true_memory(self, features, index, high_res_logits, decoded):
         h, w = self.resized_hw

@@ -72,7 +72,7 @@ def forward_prompted(model: Samwise, frames: Tensor, points: Tensor, labels: Ten
     for index in range(frames.shape[0]):
         pix_feat = model._condition_on_memory(features, index, memory)
         prompt = {"point_coords": points, "point_labels": labels} if index == 0 else None
-        decoded = model._run_sam_heads(features, index, pix_feat, prompt)
+        decoded = model._run_sam_heads(pix_feat, features.high_res_feats(index), prompt)
         memory.bank.add(model.encode_memory(features, index, decoded.high_res_logits, decoded))
         masks = model.postprocess_logits(decoded.low_res_logits, resized_hw, resized_hw)
         outputs.append(TrainFrameOutput(masks, decoded.object_score_logits, None, None))

@@ -1,4 +1,4 @@
-"""The network on its own: sizes, HSA locality, the early-pointer hook, a tiny clip forward."""
+"""The network on its own: sizes, HSA locality, the CME's early pointer, a tiny clip forward."""
 
 import re
 
@@ -76,29 +76,24 @@ def test_time_embedding_interleaves_sine_and_cosine():
     torch.testing.assert_close(emb[0, :4], torch.stack(expected), atol=1e-6, rtol=0)
 
 
-def test_early_pointer_hook_equals_first_two_way_block(tiny_model):
+def test_the_early_pointer_is_the_full_decodings_first_block_state(tiny_model, tokenizer):
+    """The CME's memory-less early pointer, computed by the decoder's first block alone, equals mask
+    token 0's state after that block inside the whole memory-less decoding."""
     decoder = tiny_model.sam.sam_mask_decoder
+    row = 2 if decoder.pred_obj_scores else 1  # [obj score, IoU, mask tokens..., prompts...]
+    captured = []
+    handle = decoder.transformer.layers[0].register_forward_hook(lambda m, i, out: captured.append(out[0][:, row]))
     torch.manual_seed(1)
-    size = tiny_model.sam.sam_image_embedding_size
-    image = torch.randn(1, 256, size, size)
-    sparse = torch.randn(1, 3, 256)
-    dense = torch.randn(1, 256, size, size)
-    high_res = [torch.randn(1, 32, 4 * size, 4 * size), torch.randn(1, 64, 2 * size, 2 * size)]
-    image_pe = tiny_model.sam.sam_prompt_encoder.get_dense_pe()
-    with torch.no_grad():
-        decoder(image, image_pe, sparse, dense, multimask_output=False, repeat_image=False,
-                high_res_features=high_res)
-        hooked = tiny_model._early_pointer.pop()
-
-        # the same first block computed by hand from the decoder's own token layout
-        tokens = torch.cat([decoder.obj_score_token.weight, decoder.iou_token.weight,
-                            decoder.mask_tokens.weight], dim=0).unsqueeze(0)
-        tokens = torch.cat([tokens, sparse], dim=1)
-        src = (image + dense).flatten(2).permute(0, 2, 1)
-        pos = image_pe.flatten(2).permute(0, 2, 1)
-        queries, _ = decoder.transformer.layers[0](queries=tokens, keys=src, query_pe=tokens, key_pe=pos)
-    torch.testing.assert_close(hooked, queries[:, 2], rtol=0, atol=0)
-
+    query = tiny_model.tokenize("the red ball on the left")
+    try:
+        with torch.inference_mode():
+            features = tiny_model.encode_clip(torch.randn(2, 3, 128, 128), query)
+            early = tiny_model.early_pointer_without_memory(features, 1)
+            assert len(captured) == 1  # the first block only
+            tiny_model.decode_without_memory(features, 1)
+    finally:
+        handle.remove()
+    assert len(captured) == 2 and torch.equal(early, captured[1])
 
 def test_tiny_clip_forward_shapes_finite_and_deterministic(tiny_model):
     torch.manual_seed(3)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from samwise_ros.model.cme import reweight_memory_logits
+from samwise_ros.model.cme import RELEASE_DECISION_WINDOW, reweight_memory_logits
 from samwise_ros.preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess_frame, resized_shape
 from samwise_ros.tracker import StreamTracker
 
@@ -151,6 +151,37 @@ def test_forced_switch_writes_the_reweighted_mask_into_memory(always_switch):
     assert not bool(switching[6].cme_ran) and not bool(switching[7].cme_ran)
 
 
+@pytest.mark.parametrize("switch", [True, False])
+@pytest.mark.parametrize("mode", ["clip", "frame"])
+def test_the_memoryless_mask_is_decoded_only_on_a_switch(tiny_model, mode, switch):
+    """Every frame past the CME's first window runs the decoder's first block on the memory-less feature
+    (the window rule then applies on the device); the whole memory-less decoding runs only on a switch."""
+    head, decoder = tiny_model.cme.decision_head, tiny_model.sam.sam_mask_decoder
+    saved = head.weight.detach().clone(), head.bias.detach().clone()
+    decodings, first_blocks = [], []
+    handles = [decoder.register_forward_hook(lambda *_: decodings.append(1)),
+               decoder.transformer.layers[0].register_forward_hook(lambda *_: first_blocks.append(1))]
+    try:
+        with torch.no_grad():
+            head.weight.zero_()
+            head.bias.copy_(torch.tensor([0.0, 10.0] if switch else [10.0, 0.0]))
+        tracker = StreamTracker(tiny_model, clip_length=4, mode=mode)
+        tracker.set_query(QUERY)
+        results = run(tracker, video(16))
+    finally:
+        for handle in handles:
+            handle.remove()
+        with torch.no_grad():
+            head.weight.copy_(saved[0])
+            head.bias.copy_(saved[1])
+    decided = sum(r.cme_probability is not None for r in results)
+    switches = sum(r.cme_switched for r in results)
+    assert (decided, switches) == ((4, 4) if switch else (11, 0))
+    assert len(decodings) == len(results) + switches
+    past_first_window = sum(r.frame_index > RELEASE_DECISION_WINDOW for r in results)
+    assert len(first_blocks) == len(decodings) + past_first_window
+
+
 def test_disabled_cme_never_decides(tiny_model):
     tracker = StreamTracker(tiny_model, clip_length=8, use_cme=False)
     tracker.set_query(QUERY)
@@ -270,10 +301,13 @@ def stream_with_a_reset_and_a_new_query(tracker, frames, queries):
     return results + run(tracker, frames[2 * third :])
 
 
-@pytest.mark.parametrize("mode, clip_length", [("frame", 4), ("clip", 2)])
-def test_the_compiled_steady_step_equals_eager_and_compiles_once(tiny_model, tokenizer, mode, clip_length):
+@pytest.mark.parametrize("mode, clip_length, model", [("frame", 4, "always_switch"), ("clip", 2, "tiny_model")])
+def test_the_compiled_steady_step_equals_eager_and_compiles_once(request, tokenizer, mode, clip_length, model):
+    """Frame mode with a CME that switches wherever its window allows: the compiled step branches on
+    the device to decode the memory-less mask."""
     import torch._dynamo
 
+    tiny_model = request.getfixturevalue(model)
     queries = (QUERY, "the red ball rolling to the right")
     assert len(tokenizer(queries[0])["input_ids"]) == len(tokenizer(queries[1])["input_ids"])
     frames = video(60, 48, 64)
@@ -287,6 +321,8 @@ def test_the_compiled_steady_step_equals_eager_and_compiles_once(tiny_model, tok
 
     assert [r.frame_index for r in compiled] == [r.frame_index for r in eager]
     assert max(r.frame_index for r in eager) >= tiny_model.warm_up_frames(clip_length) + 2
+    if model == "always_switch":
+        assert sum(r.cme_switched for r in compiled if r.frame_index >= tiny_model.warm_up_frames(clip_length)) >= 3
     for c, e in zip(compiled, eager):
         np.testing.assert_allclose(c.probability, e.probability, rtol=0, atol=1e-3)
         assert c.object_score == pytest.approx(e.object_score, abs=1e-3)

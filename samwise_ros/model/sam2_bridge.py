@@ -2,16 +2,15 @@
 
 - `PromptTokenHook` appends the text (and motion) prompt tokens to the sparse prompt that
   `sam2`'s prompt encoder returns, so `SAM2Base._forward_sam_heads` runs unchanged.
-- `EarlyPointerHook` reads the query states after the first two-way block of the mask decoder's
-  transformer: the mask-token-0 row is the CME's early object pointer.
 - `RawMaskHook` keeps the mask decoder's logits before `sam2` hard-gates them with the object score:
-  the release trains on the ungated logits (its copy of SAM2 gates only at inference).
+  the release trains on the ungated logits (its copy of SAM2 gates only at inference), so it keeps
+  them only while the model trains (an inference step then writes no Python state).
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -75,39 +74,18 @@ class PromptTokenHook:
         self._handle.remove()
 
 
-class EarlyPointerHook:
-    """Forward hook on the decoder transformer's first two-way block; keeps mask token 0's query state."""
-
-    def __init__(self, mask_decoder: nn.Module):
-        # decoder tokens: [obj_score (if predicted), iou, mask tokens..., prompt tokens...]
-        self._mask_token_row = 2 if mask_decoder.pred_obj_scores else 1
-        self.early_obj_ptr: Tensor | None = None
-        self._handle = mask_decoder.transformer.layers[0].register_forward_hook(self._capture)
-
-    def _capture(self, module: nn.Module, inputs: tuple, output: tuple[Tensor, Tensor]) -> None:
-        queries, _keys = output
-        self.early_obj_ptr = queries[:, self._mask_token_row]  # [B, C]
-
-    def pop(self) -> Tensor:
-        """The pointer of the last decoder call (and forget it, so a stale value is never reused)."""
-        if self.early_obj_ptr is None:
-            raise RuntimeError("the mask decoder has not run since the last early pointer was read")
-        value, self.early_obj_ptr = self.early_obj_ptr, None
-        return value
-
-    def remove(self) -> None:
-        self._handle.remove()
-
-
 class RawMaskHook:
-    """Forward hook on the mask decoder: its low-res mask logits before the object-score gating."""
+    """Forward hook on the mask decoder: its low-res mask logits before the object-score gating, kept
+    while `keeping()` says so (training)."""
 
-    def __init__(self, mask_decoder: nn.Module):
+    def __init__(self, mask_decoder: nn.Module, keeping: Callable[[], bool]):
         self.low_res_logits: Tensor | None = None
+        self._keeping = keeping
         self._handle = mask_decoder.register_forward_hook(self._capture)
 
     def _capture(self, module: nn.Module, inputs: tuple, output: tuple) -> None:
-        self.low_res_logits = output[0]  # [B, 1, S/4, S/4] with multimask_output=False
+        if self._keeping():
+            self.low_res_logits = output[0]  # [B, 1, S/4, S/4] with multimask_output=False
 
     def pop(self) -> Tensor:
         value, self.low_res_logits = self.low_res_logits, None

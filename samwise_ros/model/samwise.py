@@ -18,7 +18,7 @@ from .cme import (RELEASE_DECISION_WINDOW, ConditionalMemoryEncoder, cme_window_
                   same_object_labels, spaced_from_last_switch)
 from .config import SamwiseConfig
 from .memory import FusionContext, MemoryBank, MemoryEntry, StreamMemory
-from .sam2_bridge import EarlyPointerHook, PromptTokenHook, RawMaskHook, build_sam2_base
+from .sam2_bridge import PromptTokenHook, RawMaskHook, build_sam2_base
 from .text_encoder import build_text_encoder
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -81,7 +81,6 @@ class FrameDecoding:
     low_res_logits: Tensor  # [1, 1, S/4, S/4]; forced to -1024 when no object is predicted
     high_res_logits: Tensor  # [1, 1, S, S]
     obj_ptr: Tensor  # [1, C]
-    early_obj_ptr: Tensor  # [1, C], raw mask-token state after the decoder's first two-way block
     object_score_logits: Tensor  # [1, 1]
     iou: Tensor  # [1, 1]
 
@@ -148,8 +147,7 @@ class Samwise(nn.Module):
         self.cme = ConditionalMemoryEncoder(hidden)
 
         self._prompt_hook = PromptTokenHook(self.sam.sam_prompt_encoder)
-        self._early_pointer = EarlyPointerHook(self.sam.sam_mask_decoder)
-        self._raw_masks = RawMaskHook(self.sam.sam_mask_decoder)
+        self._raw_masks = RawMaskHook(self.sam.sam_mask_decoder, keeping=lambda: self.training)
         self.precision = "fp32"  # compute precision for callers that autocast (the weights stay float32)
 
     # ---- construction from files ----------------------------------------------------------------
@@ -368,6 +366,29 @@ class Samwise(nn.Module):
     def decode_without_memory(self, features: ClipFeatures, index: int) -> FrameDecoding:
         return self._decode(features, index, self._without_memory(features, index), with_motion=False)
 
+    def early_pointer_without_memory(self, features: ClipFeatures, index: int) -> Tensor:
+        """What the CME reads of the memory-less decoding ([1, C]): mask token 0's state after the first
+        two-way block of SAM2's mask decoder. The rest of the decoder does not run."""
+        with self._prompt_hook.appended(self._prompt_tokens(features, index, with_motion=False)):
+            return self._first_block_mask_token(self._without_memory(features, index))
+
+    def _first_block_mask_token(self, pix_feat: Tensor) -> Tensor:
+        """Mask token 0's state after the decoder's first two-way block, with the block's inputs laid out
+        as sam2 lays them out (`_forward_sam_heads` without points: one padding point;
+        `MaskDecoder.predict_masks`; `TwoWayTransformer.forward`)."""
+        decoder, prompt_encoder = self.sam.sam_mask_decoder, self.sam.sam_prompt_encoder
+        padding_point = (torch.zeros(1, 1, 2, device=pix_feat.device),
+                         -torch.ones(1, 1, dtype=torch.int32, device=pix_feat.device))
+        sparse, dense = prompt_encoder(points=padding_point, boxes=None, masks=None)
+        learned = [decoder.iou_token.weight, decoder.mask_tokens.weight]
+        if decoder.pred_obj_scores:
+            learned.insert(0, decoder.obj_score_token.weight)
+        tokens = torch.cat([torch.cat(learned).unsqueeze(0), sparse], dim=1)
+        image = (pix_feat + dense).flatten(2).permute(0, 2, 1)
+        image_pe = prompt_encoder.get_dense_pe().flatten(2).permute(0, 2, 1)
+        queries, _ = decoder.transformer.layers[0](queries=tokens, keys=image, query_pe=tokens, key_pe=image_pe)
+        return queries[:, len(learned) - 1]  # the mask tokens follow the one-row learned tokens
+
     def _without_memory(self, features: ClipFeatures, index: int) -> Tensor:
         top = features.frame_feats(index)[-1] + self.sam.no_mem_embed  # [H*W, 1, C]
         return top.permute(1, 2, 0).reshape(1, -1, *features.feat_sizes[-1])
@@ -414,21 +435,20 @@ class Samwise(nn.Module):
 
     def _decode(self, features: ClipFeatures, index: int, pix_feat: Tensor, with_motion: bool) -> FrameDecoding:
         with self._prompt_hook.appended(self._prompt_tokens(features, index, with_motion)):
-            return self._run_sam_heads(features, index, pix_feat)
+            return self._run_sam_heads(pix_feat, features.high_res_feats(index))
 
-    def _run_sam_heads(self, features: ClipFeatures, index: int, pix_feat: Tensor,
+    def _run_sam_heads(self, pix_feat: Tensor, high_res_feats: list[Tensor],
                        point_inputs: dict[str, Tensor] | None = None) -> FrameDecoding:
         _, _, iou, low_res, high_res, obj_ptr, object_score = self.sam._forward_sam_heads(
             backbone_features=pix_feat,
             point_inputs=point_inputs,
-            high_res_features=features.high_res_feats(index),
+            high_res_features=high_res_feats,
             multimask_output=False,
         )
-        raw_low_res = self._raw_masks.pop()
         if self.training:  # train on the ungated logits, as the release does
-            low_res = raw_low_res.float()
+            low_res = self._raw_masks.pop().float()
             high_res = F.interpolate(low_res, size=high_res.shape[-2:], mode="bilinear", align_corners=False)
-        return FrameDecoding(low_res, high_res, obj_ptr, self._early_pointer.pop(), object_score, iou)
+        return FrameDecoding(low_res, high_res, obj_ptr, object_score, iou)
 
     def encode_memory(self, features: ClipFeatures, index: int, high_res_logits: Tensor,
                       decoded: FrameDecoding) -> MemoryEntry:
@@ -451,8 +471,10 @@ class Samwise(nn.Module):
         """The release's inference forward over one clip: joint backbone, then frame-by-frame decoding,
         the CME on the frames its window allows, and the new memories written into `memory`.
 
-        CME decisions stay on the device: the memory-less pass runs on every frame past the first
-        window and a device-side mask applies the rule, so no step waits for the host.
+        Past the CME's first window every frame runs the memory-less decoding's first decoder block (the
+        rest of the window rule applies on the device); the memory-less mask is decoded only on a switch,
+        for which the host waits on the device's decision (the compiled `forward_steady` branches in its
+        graph instead).
         In frame mode (`memory.fusion_context` set) `frames` holds the one new frame.
         `use_cme` (default: when the weights hold a trained CME) and `cme_window` are the caller's choice.
         """
@@ -493,16 +515,30 @@ class Samwise(nn.Module):
         memory_logits, cme_logits = decoded.high_res_logits, None
         ran = switched = torch.zeros((), dtype=torch.bool, device=memory_logits.device)
         if window_open is not False:
-            memoryless = self.decode_without_memory(features, index)
-            cme_logits = self.cme(decoded.obj_ptr.detach(), memoryless.early_obj_ptr.detach())
             ran = torch.as_tensor(window_open, device=memory_logits.device)
-            switched = ran & (cme_logits[0].argmax() == 1)
-            reweighted = reweight_memory_logits(memory_logits, memoryless.high_res_logits, self.config.switch_memory)
-            memory_logits = torch.where(switched, reweighted, memory_logits)
+            cme_logits, switched, memory_logits = self._let_cme_decide(features, index, decoded, ran)
             memory.last_cme_switch = torch.where(switched, frame_index, memory.last_cme_switch)
         memory.bank.add(self.encode_memory(features, index, memory_logits, decoded))
         return FrameOutput(frame_index, decoded.low_res_logits, decoded.object_score_logits, cme_logits, ran, switched,
                            memory_logits)
+
+    def _let_cme_decide(self, features: ClipFeatures, index: int, decoded: FrameDecoding,
+                        window_open: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The CME's logits, whether it switched, and the high-res logits the memory gets: the memory
+        path's, or on a switch those reweighted by the memory-less mask, which is decoded only then."""
+        # the hook's tokens are set outside the branch: a branch of a compiled graph keeps no Python state
+        with self._prompt_hook.appended(self._prompt_tokens(features, index, with_motion=False)):
+            pix_feat = self._without_memory(features, index)
+            cme_logits = self.cme(decoded.obj_ptr.detach(), self._first_block_mask_token(pix_feat).detach())
+            switched = window_open & (cme_logits[0].argmax() == 1)
+
+            def reweighted(memory_logits: Tensor, pix_feat: Tensor, *high_res_feats: Tensor) -> Tensor:
+                memoryless = self._run_sam_heads(pix_feat, list(high_res_feats)).high_res_logits
+                return reweight_memory_logits(memory_logits, memoryless, self.config.switch_memory)
+
+            memory_logits = branch(switched, reweighted, lambda logits, *_: logits.clone(),
+                                   (decoded.high_res_logits, pix_feat, *features.high_res_feats(index)))
+            return cme_logits, switched, memory_logits
 
     def forward_train(self, frames: Tensor, query: TextQuery, train_object_scores: bool = False,
                       train_memoryless: bool = False, memory: StreamMemory | None = None,
@@ -524,8 +560,9 @@ class Samwise(nn.Module):
             masks = self.postprocess_logits(decoded.low_res_logits, resized_hw, resized_hw)
             cme_logits = cme_label = memoryless_masks = None
             if self.config.cme_trained and cme_window_open(frame_index, 0, RELEASE_DECISION_WINDOW):
+                early_obj_ptr = self.early_pointer_without_memory(features, index)
+                cme_logits = self.cme(decoded.obj_ptr.detach(), early_obj_ptr.detach())
                 memoryless = self.decode_without_memory(features, index)
-                cme_logits = self.cme(decoded.obj_ptr.detach(), memoryless.early_obj_ptr.detach())
                 memoryless_masks = self.postprocess_logits(memoryless.low_res_logits, resized_hw, resized_hw)
                 cme_label = same_object_labels(masks[:, 0].detach(), memoryless_masks[:, 0].detach(),
                                                memoryless.object_score_logits.detach())
@@ -546,3 +583,18 @@ class Samwise(nn.Module):
         if tuple(output_hw) != tuple(resized_hw):
             logits = F.interpolate(logits, output_hw, mode="bilinear", align_corners=False)
         return logits
+
+
+def branch(condition: Tensor, if_true: Callable, if_false: Callable, operands: tuple[Tensor, ...]) -> Tensor:
+    """`if_true(*operands)` where the device bool `condition` holds, else `if_false(*operands)`: inside a
+    compiled graph as `torch.cond` (one graph however it goes), eagerly as a Python branch."""
+    if not torch.compiler.is_compiling():
+        return if_true(*operands) if condition else if_false(*operands)
+    shapes = [operand.shape for operand in operands]
+
+    def unflattened(function: Callable) -> Callable:
+        return lambda *flat: function(*(operand.view(shape) for operand, shape in zip(flat, shapes)))
+
+    # the operands go in flat: inductor may lay a tensor out otherwise than the branches were traced for
+    flat = tuple(operand.reshape(-1) for operand in operands)
+    return torch.cond(condition, unflattened(if_true), unflattened(if_false), flat)
