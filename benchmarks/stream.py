@@ -188,8 +188,5 @@ def print_summary(summary: dict, device: torch.device) -> None:
             print(f"  eager/compiled ({mode}): {ratio:.2f}")
 
 
-    return 0
-
-
 if __name__ == "__main__":
     raise SystemExit(main())
