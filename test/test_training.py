@@ -264,7 +264,10 @@ def test_cli_runs_under_torchrun_with_two_gloo_processes(tmp_path):
                "--from-scratch", "--lr", "1e-3", "--device", "cpu", "--output", str(tmp_path)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    # each rank's own lines first: the rank that failed first says why, the others only lose their peer
+    rank_lines = [line for line in done.stderr.splitlines() if line.startswith("[rank0]")]
+    rank_lines += [line for line in done.stderr.splitlines() if line.startswith("[rank1]")]
+    assert done.returncode == 0, "\n".join(rank_lines[-60:]) + "\n" + done.stderr[-2000:]
     with open(tmp_path / "epochs.csv") as handle:
         (row,) = list(csv.DictReader(handle))
     assert int(row["step"]) == 2  # 8 clips shared by 2 ranks, two clips per step (one DDP forward each)
