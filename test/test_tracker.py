@@ -1,5 +1,6 @@
 """StreamTracker: clip/frame modes, bounded memory, CME events, resets and odd inputs."""
 
+import contextlib
 import gc
 import warnings
 
@@ -27,17 +28,26 @@ def run(tracker, frames, start_stamp=0.0):
     return results + tracker.flush()
 
 
-@pytest.fixture
-def always_switch(tiny_model):
-    head = tiny_model.cme.decision_head
+@contextlib.contextmanager
+def fixed_cme_decision(model, switch: bool):
+    """Within the block the model's CME decides `switch` on every frame it decides on."""
+    head = model.cme.decision_head
     saved = head.weight.detach().clone(), head.bias.detach().clone()
     with torch.no_grad():
         head.weight.zero_()
-        head.bias.copy_(torch.tensor([0.0, 10.0]))
-    yield tiny_model
-    with torch.no_grad():
-        head.weight.copy_(saved[0])
-        head.bias.copy_(saved[1])
+        head.bias.copy_(torch.tensor([0.0, 10.0] if switch else [10.0, 0.0]))
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            head.weight.copy_(saved[0])
+            head.bias.copy_(saved[1])
+
+
+@pytest.fixture
+def always_switch(tiny_model):
+    with fixed_cme_decision(tiny_model, switch=True):
+        yield tiny_model
 
 
 def test_clip_mode_equals_the_network_run_by_hand(tiny_model):
@@ -156,24 +166,18 @@ def test_forced_switch_writes_the_reweighted_mask_into_memory(always_switch):
 def test_the_memoryless_mask_is_decoded_only_on_a_switch(tiny_model, mode, switch):
     """Every frame past the CME's first window runs the decoder's first block on the memory-less feature
     (the window rule then applies on the device); the whole memory-less decoding runs only on a switch."""
-    head, decoder = tiny_model.cme.decision_head, tiny_model.sam.sam_mask_decoder
-    saved = head.weight.detach().clone(), head.bias.detach().clone()
+    decoder = tiny_model.sam.sam_mask_decoder
     decodings, first_blocks = [], []
     handles = [decoder.register_forward_hook(lambda *_: decodings.append(1)),
                decoder.transformer.layers[0].register_forward_hook(lambda *_: first_blocks.append(1))]
     try:
-        with torch.no_grad():
-            head.weight.zero_()
-            head.bias.copy_(torch.tensor([0.0, 10.0] if switch else [10.0, 0.0]))
-        tracker = StreamTracker(tiny_model, clip_length=4, mode=mode)
-        tracker.set_query(QUERY)
-        results = run(tracker, video(16))
+        with fixed_cme_decision(tiny_model, switch):
+            tracker = StreamTracker(tiny_model, clip_length=4, mode=mode)
+            tracker.set_query(QUERY)
+            results = run(tracker, video(16))
     finally:
         for handle in handles:
             handle.remove()
-        with torch.no_grad():
-            head.weight.copy_(saved[0])
-            head.bias.copy_(saved[1])
     decided = sum(r.cme_probability is not None for r in results)
     switches = sum(r.cme_switched for r in results)
     assert (decided, switches) == ((4, 4) if switch else (11, 0))

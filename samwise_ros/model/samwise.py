@@ -536,7 +536,7 @@ class Samwise(nn.Module):
                 memoryless = self._run_sam_heads(pix_feat, list(high_res_feats)).high_res_logits
                 return reweight_memory_logits(memory_logits, memoryless, self.config.switch_memory)
 
-            memory_logits = branch(switched, reweighted, lambda logits, *_: logits.clone(),
+            memory_logits = branch(switched, reweighted, lambda logits, *_: logits,
                                    (decoded.high_res_logits, pix_feat, *features.high_res_feats(index)))
             return cme_logits, switched, memory_logits
 
@@ -593,7 +593,8 @@ def branch(condition: Tensor, if_true: Callable, if_false: Callable, operands: t
     shapes = [operand.shape for operand in operands]
 
     def unflattened(function: Callable) -> Callable:
-        return lambda *flat: function(*(operand.view(shape) for operand, shape in zip(flat, shapes)))
+        # a branch of torch.cond may not return its operands: its result is a copy
+        return lambda *flat: function(*(operand.view(shape) for operand, shape in zip(flat, shapes))).clone()
 
     # the operands go in flat: inductor may lay a tensor out otherwise than the branches were traced for
     flat = tuple(operand.reshape(-1) for operand in operands)
