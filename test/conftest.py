@@ -9,6 +9,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may be downloaded
 torch.set_num_threads(2)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` are skipped where CUDA is absent."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory):
     from helpers.fixtures import write_roberta_tokenizer
@@ -29,3 +39,19 @@ def tiny_model(tokenizer):
 
     torch.manual_seed(0)
     return Samwise(SamwiseConfig.tiny(vocab_size=len(tokenizer)), tokenizer=tokenizer).eval()
+
+
+@pytest.fixture(scope="session")
+def present_model_dir(tmp_path_factory, tokenizer):
+    """A tiny random model, saved, that always reports the object present (masks to take centroids of)."""
+    from helpers.fixtures import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("present_model"), tokenizer)
+
+
+@pytest.fixture(scope="session")
+def switching_model_dir(tmp_path_factory, tokenizer):
+    """`present_model_dir`'s model with a CME that switches wherever its window lets it."""
+    from helpers.fixtures import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("switching_model"), tokenizer, force_cme_switch=True)

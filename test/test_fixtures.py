@@ -4,17 +4,11 @@ import argparse
 import collections
 import os
 import pickle
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-_TEST_DIR = str(Path(__file__).resolve().parent)
-if _TEST_DIR not in sys.path:
-    sys.path.insert(0, _TEST_DIR)
-
-from helpers import fixtures as F  # noqa: E402
+from helpers import fixtures as F
 
 
 @pytest.fixture(scope="module")

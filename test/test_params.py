@@ -7,7 +7,7 @@ import pytest
 from samwise_ros.params import (DEFAULT_PARAMETERS, default_parameters_file, load_node_parameters,
                                 override_parameters, tracker_from_parameters)
 
-CONFIG = Path(__file__).resolve().parent.parent / "config" / "samwise.yaml"
+CONFIG = Path(__file__).resolve().parents[1] / "config" / "samwise.yaml"
 
 
 def test_shipped_file_holds_the_interface_defaults():

@@ -45,6 +45,7 @@ __all__ = [
     "official_optimizer_state",
     "write_official_checkpoint",
     "write_corrupt_files",
+    "save_tiny_model",
 ]
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -649,3 +650,23 @@ def write_corrupt_files(directory, variant: str = "video", seed: int = 0, which=
                 directory / "extra_key.pth", variant, seed, state_dict=bad
             )
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# tiny models saved as checkpoint directories
+# --------------------------------------------------------------------------------------------
+
+def save_tiny_model(directory: Path, tokenizer, force_cme_switch: bool = False) -> Path:
+    """A tiny random SAMWISE saved as a checkpoint directory. Its object-score head is biased so the
+    object is always reported present (non-empty masks to compute centroids on); with
+    force_cme_switch the CME switches whenever its window lets it (frames 5, 8, 11, ...)."""
+    from samwise_ros import Samwise, SamwiseConfig
+
+    torch.manual_seed(0)
+    model = Samwise(SamwiseConfig.tiny(vocab_size=len(tokenizer)), tokenizer=tokenizer).eval()
+    with torch.no_grad():
+        model.sam.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(10.0)
+        if force_cme_switch:
+            model.cme.decision_head.weight.zero_()
+            model.cme.decision_head.bias.copy_(torch.tensor([0.0, 10.0]))
+    return model.save(directory)

@@ -5,7 +5,7 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import Image
 
-from ros_harness import (QUERY, START_TIMEOUT_S, RosPeer, bgr_image, node_arguments, save_tiny_model, stamp_seconds,
+from helpers.ros_harness import (QUERY, START_TIMEOUT_S, RosPeer, bgr_image, node_arguments, stamp_seconds,
                          start_node, unique_domain_id, unique_namespace)
 from samwise_ros.msg import CmeSwitch, Segmentation
 
@@ -13,8 +13,8 @@ CLIP = 8
 
 
 @pytest.fixture(scope="module")
-def ros(tmp_path_factory, tokenizer):
-    model = save_tiny_model(tmp_path_factory.mktemp("model"), tokenizer, force_cme_switch=True)
+def ros(switching_model_dir):
+    model = switching_model_dir
     domain, namespace = unique_domain_id(), unique_namespace("samwise_clip_test")
     # the parameters file's defaults (clip mode, T = 8), the query as a parameter, and no frame dropped
     node = start_node(node_arguments(namespace, checkpoint=model, device="cpu", query=QUERY,

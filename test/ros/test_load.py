@@ -13,7 +13,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
-from ros_harness import (QUERY, START_TIMEOUT_S, TEST_DIR, RosPeer, header, node_arguments, save_tiny_model,
+from helpers.ros_harness import (QUERY, START_TIMEOUT_S, HELPERS_DIR, RosPeer, header, node_arguments,
                          start_node, unique_domain_id, unique_namespace, uses_shipped_profile)
 from samwise_ros.msg import Segmentation
 from samwise_ros.ros.conversions import array_to_image
@@ -27,12 +27,12 @@ COUNTS = ("frames received", "frames rejected", "frames processed", "dropped fra
 
 
 @pytest.fixture(scope="module")
-def ros(tmp_path_factory, tokenizer):
-    model = save_tiny_model(tmp_path_factory.mktemp("model"), tokenizer)
+def ros(tmp_path_factory, present_model_dir):
+    model = present_model_dir
     hold = tmp_path_factory.mktemp("hold") / "model_busy"
     domain, namespace = unique_domain_id(), unique_namespace("samwise_load_test")
     node = start_node(node_arguments(namespace, checkpoint=model, device="cpu", mode="frame", query=QUERY),
-                      domain, command=[sys.executable, str(TEST_DIR / "ros_slow_node.py"), "--hold-file", str(hold)])
+                      domain, command=[sys.executable, str(HELPERS_DIR / "slow_node.py"), "--hold-file", str(hold)])
     peer = RosPeer(domain, namespace)
     try:
         peer.subscribe(Segmentation, "result")

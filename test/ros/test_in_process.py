@@ -24,7 +24,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from ros_harness import (QUERY, RosPeer, bgr_image, frame_pixels, header, stamp_seconds, unique_domain_id,
+from helpers.ros_harness import (QUERY, RosPeer, bgr_image, frame_pixels, header, stamp_seconds, unique_domain_id,
                          unique_namespace)
 from samwise_ros.geometry import mask_stats
 from samwise_ros.ros.conversions import array_to_image

@@ -1,5 +1,5 @@
 """spin_until_signal, which samwise_player and samwise_node spin with: SIGINT and SIGTERM end the
-player cleanly, every time (the node: test_ros_node and test_ros_startup)."""
+player cleanly, every time (the node: test_node and test_startup)."""
 
 import os
 import signal
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from ros_harness import start_node, unique_domain_id, unique_namespace
+from helpers.ros_harness import start_node, unique_domain_id, unique_namespace
 from samwise_ros.ros.demo_pipeline import ros_arguments
 from samwise_ros.ros.player import END_OF_VIDEO
 

@@ -18,8 +18,8 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker, MarkerArray
 
-from ros_harness import (QUERY, START_TIMEOUT_S, RosPeer, bgr_image, camera_info, header,
-                         node_arguments, save_tiny_model, stamp_seconds, start_node, unique_domain_id,
+from helpers.ros_harness import (QUERY, START_TIMEOUT_S, RosPeer, bgr_image, camera_info, header,
+                         node_arguments, stamp_seconds, start_node, unique_domain_id,
                          unique_namespace)
 from samwise_ros.msg import CmeSwitch, Segmentation
 
@@ -65,8 +65,8 @@ def mask_array(msg: Image) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory, tokenizer):
-    return save_tiny_model(tmp_path_factory.mktemp("model"), tokenizer, force_cme_switch=True)
+def model(switching_model_dir):
+    return switching_model_dir
 
 
 @pytest.fixture(scope="module")

@@ -251,10 +251,9 @@ def test_refcoco_image_level(model_dir, tmp_path):
     assert set(summary) >= {"precision@0.5", "precision@0.9"}
 
 
-def test_synthetic_clips_exported_as_mevis_evaluate_with_and_without_the_cme(tokenizer, tmp_path):
+def test_synthetic_clips_exported_as_mevis_evaluate_with_and_without_the_cme(switching_model_dir, tmp_path):
     """samwise-synthetic writes held-out scenes in the MeViS layout: the masks read back exactly, the
     frames within JPEG error; samwise-eval scores them, and --no-cme changes what a switching CME does."""
-    from ros_harness import save_tiny_model
     from samwise_ros.data.synthetic import SyntheticReferringVideos
     from samwise_ros.eval.datasets import Mevis
     from samwise_ros.tools import synthetic
@@ -270,7 +269,7 @@ def test_synthetic_clips_exported_as_mevis_evaluate_with_and_without_the_cme(tok
         frames = np.stack([np.array(Image.open(path)) for path in video.frame_paths]).astype(int)
         assert np.abs(frames - clip.frames).mean() < 2.0
 
-    switching = save_tiny_model(tmp_path / "model", tokenizer, force_cme_switch=True)
+    switching = switching_model_dir
     reports = {}
     for name, flags in (("cme", []), ("no_cme", ["--no-cme"])):
         assert eval_tool.main(["video", str(tmp_path / "data"), "--dataset", "mevis", "--checkpoint", str(switching),

@@ -18,7 +18,7 @@ import types
 
 import pytest
 
-from ros_harness import FASTDDS_PROFILE, REPO, START_TIMEOUT_S, ros_environment, unique_domain_id
+from helpers.ros_harness import FASTDDS_PROFILE, REPO, START_TIMEOUT_S, ros_environment, unique_domain_id
 from samwise_ros.ros import player
 from samwise_ros.params import PARAMETERS_BY_NAME, load_node_parameters
 

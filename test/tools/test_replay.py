@@ -315,13 +315,6 @@ def expected_centroid(mask, metres):
     return [np.median((cols - CX) * z / FX), np.median((rows - CY) * z / FY), np.median(z)]
 
 
-@pytest.fixture(scope="module")
-def present_model_dir(tokenizer, tmp_path_factory):
-    from ros_harness import save_tiny_model
-
-    return save_tiny_model(tmp_path_factory.mktemp("present_model"), tokenizer)  # always detects something
-
-
 def test_depth_and_camera_info_give_the_nodes_3d_centroid_and_markers(present_model_dir, tmp_path, capsys):
     """Depth recorded just after its colour frame is paired by stamp; frame 2 has no depth within the
     slop and frame 4's depth is all holes (NaN): no 3-D centroid there (said once each), a PointStamped

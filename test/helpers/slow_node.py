@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The real samwise node whose model is made slow, for the load and start-up tests:
 
-    ros_slow_node.py --hold-file PATH --ros-args ...   (each frame waits while PATH exists)
-    ros_slow_node.py --load-delay 600 --ros-args ...   (the model takes 10 minutes to load)
+    slow_node.py --hold-file PATH --ros-args ...   (each frame waits while PATH exists)
+    slow_node.py --load-delay 600 --ros-args ...   (the model takes 10 minutes to load)
 
 Only the tracker's loading and its push are slowed (as a bigger checkpoint or a slower model would
 be); everything else is the node of `samwise_node`. The hold file makes the model busy for exactly as
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from samwise_ros.ros.node import LoadedTracker, load_tracker, main
 
-LOADING = "ros_slow_node: loading the model"  # printed when the slowed loading starts
+LOADING = "slow_node: loading the model"  # printed when the slowed loading starts
 HOLD_POLL_S = 0.01
 
 

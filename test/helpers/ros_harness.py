@@ -29,8 +29,8 @@ from builtin_interfaces.msg import Time
 from samwise_ros.ros.conversions import array_to_image
 from samwise_ros.ros.demo_pipeline import ros_arguments
 
-REPO = Path(__file__).resolve().parent.parent
-TEST_DIR = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[2]
+HELPERS_DIR = Path(__file__).resolve().parent
 FASTDDS_PROFILE = REPO / "config" / "fastdds_shm.xml"
 PARAMETERS_FILE = REPO / "config" / "samwise.yaml"
 SAMWISE_NODE = Path(sys.executable).parent / "samwise_node"
@@ -251,21 +251,3 @@ def camera_info(seconds: float, height: int, width: int, fx: float = 100.0, fy: 
 
 def stamp_seconds(msg_header: Header) -> float:
     return msg_header.stamp.sec + msg_header.stamp.nanosec * 1e-9
-
-
-def save_tiny_model(directory: Path, tokenizer, force_cme_switch: bool = False) -> Path:
-    """A tiny random SAMWISE saved as a checkpoint directory. Its object-score head is biased so the
-    object is always reported present (non-empty masks to compute centroids on); with
-    force_cme_switch the CME switches whenever its window lets it (frames 5, 8, 11, ...)."""
-    import torch
-
-    from samwise_ros import Samwise, SamwiseConfig
-
-    torch.manual_seed(0)
-    model = Samwise(SamwiseConfig.tiny(vocab_size=len(tokenizer)), tokenizer=tokenizer).eval()
-    with torch.no_grad():
-        model.sam.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(10.0)
-        if force_cme_switch:
-            model.cme.decision_head.weight.zero_()
-            model.cme.decision_head.bias.copy_(torch.tensor([0.0, 10.0]))
-    return model.save(directory)

@@ -7,13 +7,13 @@ from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from sensor_msgs.msg import Image
 
-from ros_harness import (QUERY, RosPeer, bgr_image, node_arguments, save_tiny_model, stamp_seconds, start_node,
+from helpers.ros_harness import (QUERY, RosPeer, bgr_image, node_arguments, stamp_seconds, start_node,
                          unique_domain_id, unique_namespace)
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory, tokenizer):
-    return save_tiny_model(tmp_path_factory.mktemp("model"), tokenizer)
+def model(present_model_dir):
+    return present_model_dir
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from ros_harness import ros_environment, unique_domain_id
+from helpers.ros_harness import ros_environment, unique_domain_id
 
 
 def test_demo_plays_the_scene_through_the_node_and_writes_its_outputs(tmp_path):

@@ -1,7 +1,7 @@
 """CUDA: the full Hiera-B+/RoBERTa model on the GPU, bf16, training with autocast, flat GPU memory.
 
-Skipped where CUDA is absent (CI, and `.venv`, which holds the CPU build of PyTorch); on a GPU machine run
-`python -m pytest test/test_gpu.py` with a CUDA build of PyTorch."""
+Marked `gpu`: skipped where CUDA is absent (CI, and `.venv`, which holds the CPU build of PyTorch); on a
+GPU machine run `python -m pytest -m gpu test` with a CUDA build of PyTorch."""
 
 import numpy as np
 import pytest
@@ -13,7 +13,7 @@ from samwise_ros.preprocess import preprocess_frame
 from samwise_ros.tracker import StreamTracker
 from samwise_ros.training.trainer import TrainSettings, Trainer
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = pytest.mark.gpu
 
 CUDA = torch.device("cuda")
 

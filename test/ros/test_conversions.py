@@ -12,7 +12,7 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from ros_harness import PARAMETERS_FILE, camera_info, frame_pixels
+from helpers.ros_harness import PARAMETERS_FILE, camera_info, frame_pixels
 from samwise_ros.bags import bag_message, samwise_typestore
 from samwise_ros.depth import camera_info_to_intrinsics
 from samwise_ros.images import ImageError, check_image_size, compressed_to_rgb, depth_to_array, image_to_rgb

@@ -12,7 +12,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from ros_harness import save_tiny_model
 from samwise_ros.depth import DepthFrame, DepthPairing, Intrinsics, IntrinsicsMismatch, camera_info_to_intrinsics
 from samwise_ros.geometry import centroid_3d
 from samwise_ros.messages import Duration, Header, Marker, Point, RegionOfInterest, Time
@@ -27,8 +26,8 @@ FRAME_ID = "camera_color_optical_frame"
 
 
 @pytest.fixture(scope="module")
-def model(tokenizer, tmp_path_factory):
-    return Samwise.load(save_tiny_model(tmp_path_factory.mktemp("model"), tokenizer, force_cme_switch=True))
+def model(switching_model_dir):
+    return Samwise.load(switching_model_dir)
 
 
 def settings(**changes) -> SimpleNamespace:

@@ -6,13 +6,13 @@ import sys
 
 import pytest
 
-from ros_harness import START_TIMEOUT_S, TEST_DIR, node_arguments, start_node, unique_domain_id, unique_namespace
-from ros_slow_node import LOADING
+from helpers.ros_harness import START_TIMEOUT_S, HELPERS_DIR, node_arguments, start_node, unique_domain_id, unique_namespace
+from helpers.slow_node import LOADING
 
 
 @pytest.fixture(scope="module")
 def broken_checkpoints(tmp_path_factory, tokenizer):
-    from ros_harness import save_tiny_model
+    from helpers.fixtures import save_tiny_model
 
     root = tmp_path_factory.mktemp("broken")
     corrupt_directory = save_tiny_model(root / "corrupt_model", tokenizer)
@@ -39,7 +39,7 @@ def test_a_missing_or_corrupt_checkpoint_stops_the_node_with_one_clear_line(brok
 def test_a_signal_while_the_model_loads_stops_the_node_cleanly(stop_signal):
     """The model would take 10 minutes to load: Ctrl-C or SIGTERM ends the node without waiting for it,
     cleanly (NodeProcess.stop_cleanly)."""
-    command = [sys.executable, str(TEST_DIR / "ros_slow_node.py"), "--load-delay", "600"]
+    command = [sys.executable, str(HELPERS_DIR / "slow_node.py"), "--load-delay", "600"]
     node = start_node(node_arguments(unique_namespace("loading"), device="cpu"), unique_domain_id(), command)
     try:
         node.wait_for_line(LOADING, timeout=START_TIMEOUT_S)
