@@ -1,6 +1,7 @@
 """Shared fixtures: a tokenizer built here and a tiny random model (tests run on the CPU in seconds)."""
 
 import os
+import shutil
 
 import pytest
 import torch
@@ -31,6 +32,23 @@ def tokenizer(tokenizer_dir):
     from transformers import RobertaTokenizerFast
 
     return RobertaTokenizerFast.from_pretrained(str(tokenizer_dir))
+
+
+@pytest.fixture(scope="session")
+def official_video_state_dict():
+    """Random tensors under the released video model's names and shapes (~0.85 GB, generated once).
+    Shared by every test that asks for it: copy it (`copy.copy`) before adding or removing entries."""
+    from helpers.fixtures import official_state_dict
+
+    return official_state_dict("video")
+
+
+@pytest.fixture
+def scratch_dir(tmp_path):
+    """tmp_path, emptied after the test: for full-size checkpoints (~0.85 GB each), which pytest would
+    otherwise keep with the temporary directories of its last three runs."""
+    yield tmp_path
+    shutil.rmtree(tmp_path)
 
 
 @pytest.fixture(scope="module")

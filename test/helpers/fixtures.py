@@ -1,6 +1,7 @@
 """Test fixtures that stand in for files this world cannot download.
 
-* a tiny byte-level BPE tokenizer laid out like ``roberta-base`` (same special-token ids),
+* a tiny byte-level BPE tokenizer with ``roberta-base``'s special-token ids, trained on a fixed corpus
+  by the package's own trainer (samwise_ros.model.tokenizer),
 * the ``args`` namespace of the official SAMWISE ``opts.py`` parser,
 * random state dicts with exactly the names / shapes / dtypes of the released SAMWISE
   checkpoints (schemas in ``test/data``), written in the format of the official ``main.py``,
@@ -18,7 +19,6 @@ import hashlib
 import json
 import os
 import random
-import re
 from pathlib import Path
 
 import torch
@@ -26,17 +26,13 @@ import torch
 __all__ = [
     "DATA_DIR",
     "SCHEMA_FILES",
-    "SPECIAL_TOKENS",
     "TOKENIZER_CORPUS",
-    "ROBERTA_TOKENIZER_VOCAB_SIZE",
     "CHECKPOINT_SAFE_GLOBALS",
     "OBJ_SCORE_KEYS",
     "MISSING_KEYS",
     "WRONG_SHAPE_KEY",
     "WRONG_SHAPE",
     "EXTRA_KEY",
-    "bytes_to_unicode",
-    "tokenizer_vocab_and_merges",
     "write_roberta_tokenizer",
     "official_args",
     "load_schema",
@@ -66,11 +62,6 @@ CHECKPOINT_SAFE_GLOBALS = (argparse.Namespace, collections.Counter)
 # --------------------------------------------------------------------------------------------
 # 1. tokenizer
 # --------------------------------------------------------------------------------------------
-
-# RoBERTa's ids for its special tokens; ``<mask>`` is the last id of the vocabulary.
-SPECIAL_TOKENS = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
-MASK_TOKEN = "<mask>"
-_NUM_MERGES = 200  # upper bound; training stops earlier when no pair occurs twice
 
 TOKENIZER_CORPUS = (
     "the red ball rolling to the left",
@@ -115,142 +106,18 @@ TOKENIZER_CORPUS = (
     "the two people standing on the right",
 )
 
-# GPT-2 pre-tokenisation, restricted to the ASCII classes this corpus uses.
-_PRETOKENIZE = re.compile(r"'s|'t|'re|'ve|'m|'ll|'d| ?[A-Za-z]+| ?[0-9]+| ?[^\sA-Za-z0-9]+|\s+(?!\S)|\s+")
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable unicode character map (256 entries)."""
-    printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("\u00a1"), ord("\u00ac") + 1))
-        + list(range(ord("\u00ae"), ord("\u00ff") + 1))
-    )
-    byte_values = printable[:]
-    code_points = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            byte_values.append(b)
-            code_points.append(256 + extra)
-            extra += 1
-    return {b: chr(c) for b, c in zip(byte_values, code_points)}
-
-
-@functools.lru_cache(maxsize=None)
-def _train_bpe() -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
-    """Deterministic BPE over TOKENIZER_CORPUS: (token strings in id order, merges)."""
-    b2u = bytes_to_unicode()
-    word_counts: collections.Counter[tuple[str, ...]] = collections.Counter()
-    for sentence in TOKENIZER_CORPUS:
-        for piece in _PRETOKENIZE.findall(sentence):
-            word_counts[tuple(b2u[b] for b in piece.encode("utf-8"))] += 1
-
-    tokens = [b2u[b] for b in range(256)]
-    known = set(tokens)
-    merges: list[tuple[str, str]] = []
-    words = dict(word_counts)
-    for _ in range(_NUM_MERGES):
-        pairs: collections.Counter[tuple[str, str]] = collections.Counter()
-        for word, count in words.items():
-            for pair in zip(word, word[1:]):
-                pairs[pair] += count
-        if not pairs:
-            break
-        # most frequent pair; ties broken by the pair's strings (no dict-order dependence)
-        best = min(pairs, key=lambda p: (-pairs[p], p))
-        if pairs[best] < 2:
-            break
-        merges.append(best)
-        merged = best[0] + best[1]
-        if merged not in known:
-            known.add(merged)
-            tokens.append(merged)
-        new_words: dict[tuple[str, ...], int] = {}
-        for word, count in words.items():
-            out: list[str] = []
-            i = 0
-            while i < len(word):
-                if i + 1 < len(word) and (word[i], word[i + 1]) == best:
-                    out.append(merged)
-                    i += 2
-                else:
-                    out.append(word[i])
-                    i += 1
-            key = tuple(out)
-            new_words[key] = new_words.get(key, 0) + count
-        words = new_words
-    return tuple(tokens), tuple(merges)
-
-
-def tokenizer_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """The vocabulary (token -> id) and the ordered merges written by write_roberta_tokenizer."""
-    tokens, merges = _train_bpe()
-    vocab = dict(SPECIAL_TOKENS)
-    for tok in tokens:
-        vocab[tok] = len(vocab)
-    vocab[MASK_TOKEN] = len(vocab)
-    return vocab, list(merges)
-
-
-ROBERTA_TOKENIZER_VOCAB_SIZE = len(tokenizer_vocab_and_merges()[0])
-
-
-def _dump_json(obj, path: Path) -> None:
-    path.write_text(json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-
 
 def write_roberta_tokenizer(directory) -> Path:
-    """Write a tiny RoBERTa-style byte-level BPE tokenizer into ``directory`` and return it.
+    """Train the package's byte-level BPE tokenizer on TOKENIZER_CORPUS into ``directory``; return it.
 
+    A few hundred tokens with roberta-base's special ids (<s>=0, <pad>=1, </s>=2, <unk>=3);
     ``RobertaTokenizerFast.from_pretrained(directory)`` and ``AutoTokenizer.from_pretrained(directory)``
-    load it offline. Special ids: <s>=0, <pad>=1, </s>=2, <unk>=3, <mask>=last
-    (``ROBERTA_TOKENIZER_VOCAB_SIZE - 1``).
+    load it offline.
     """
+    from samwise_ros.model.tokenizer import train_roberta_tokenizer
+
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    vocab, merges = tokenizer_vocab_and_merges()
-    _dump_json(vocab, directory / "vocab.json")
-    (directory / "merges.txt").write_text(
-        "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8"
-    )
-
-    def added(content: str, lstrip: bool = False) -> dict:
-        return {
-            "content": content,
-            "lstrip": lstrip,
-            "normalized": False,
-            "rstrip": False,
-            "single_word": False,
-            "special": True,
-        }
-
-    specials = {
-        "bos_token": "<s>",
-        "eos_token": "</s>",
-        "unk_token": "<unk>",
-        "sep_token": "</s>",
-        "pad_token": "<pad>",
-        "cls_token": "<s>",
-        "mask_token": MASK_TOKEN,
-    }
-    special_map = dict(specials)
-    special_map["mask_token"] = {k: v for k, v in added(MASK_TOKEN, lstrip=True).items() if k != "special"}
-    _dump_json(special_map, directory / "special_tokens_map.json")
-    config = {
-        "tokenizer_class": "RobertaTokenizer",
-        "add_prefix_space": False,
-        "errors": "replace",
-        "trim_offsets": True,
-        "model_max_length": 512,
-        "clean_up_tokenization_spaces": False,
-        **specials,
-        "added_tokens_decoder": {
-            str(vocab[tok]): added(tok, lstrip=(tok == MASK_TOKEN))
-            for tok in [*SPECIAL_TOKENS, MASK_TOKEN]
-        },
-    }
-    _dump_json(config, directory / "tokenizer_config.json")
+    train_roberta_tokenizer(TOKENIZER_CORPUS, directory)
     return directory
 
 
@@ -577,7 +444,8 @@ def _copy_state_dict(sd, drop=()):
     return out
 
 
-def write_corrupt_files(directory, variant: str = "video", seed: int = 0, which=None) -> dict[str, Path]:
+def write_corrupt_files(directory, variant: str = "video", seed: int = 0, which=None, *,
+                        state_dict: dict[str, torch.Tensor] | None = None) -> dict[str, Path]:
     """Write bad files for the loader's error paths into ``directory``; returns name -> path.
 
     * ``random_bytes``: 4 KiB of (seeded) random bytes; ``text``: a plain text file.
@@ -590,7 +458,8 @@ def write_corrupt_files(directory, variant: str = "video", seed: int = 0, which=
       has shape WRONG_SHAPE; ``extra_key``: ``model`` has the additional EXTRA_KEY.
       These three are otherwise complete official checkpoints of ``variant``.
 
-    ``which`` restricts the kinds written (the full-size ones take seconds and ~0.85 GB each).
+    ``which`` restricts the kinds written (the full-size ones take seconds and ~0.85 GB each);
+    ``state_dict`` reuses an already generated ``official_state_dict(variant, seed)``.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -620,7 +489,7 @@ def write_corrupt_files(directory, variant: str = "video", seed: int = 0, which=
 
     big = [k for k in ("truncated", "truncated_zip", "missing_keys", "wrong_shape", "extra_key") if k in kinds]
     if big:
-        sd = official_state_dict(variant, seed=seed)
+        sd = official_state_dict(variant, seed=seed) if state_dict is None else state_dict
         if "truncated" in kinds:
             p = write_official_checkpoint(directory / "truncated.pth", variant, seed, state_dict=sd)
             os.truncate(p, p.stat().st_size // 2)

@@ -1,4 +1,11 @@
-"""Released-checkpoint loading, this package's own format, and every failure mode of both."""
+"""Released-checkpoint loading, this package's own format, and every failure mode of both.
+
+Full-size checkpoints take seconds and ~0.85 GB each: each is written once, from state dicts generated
+once, and removed as soon as its tests are done (pytest keeps the temporary directories of its last
+three runs)."""
+
+import copy
+import shutil
 
 import pytest
 import torch
@@ -13,7 +20,7 @@ from helpers.fixtures import (
     write_official_checkpoint,
 )
 
-from samwise_ros import Samwise, SamwiseConfig
+from samwise_ros import Samwise
 from samwise_ros.model.checkpoint import (
     SYNTHESISED_KEYS,
     CheckpointError,
@@ -24,9 +31,12 @@ from samwise_ros.model.checkpoint import (
 
 
 @pytest.fixture(scope="module")
-def released_video(tmp_path_factory):
-    path = write_official_checkpoint(tmp_path_factory.mktemp("release") / "final_model_mevis.pth", variant="video")
-    return path, official_state_dict("video")
+def released_video(tmp_path_factory, official_video_state_dict):
+    directory = tmp_path_factory.mktemp("release")
+    path = write_official_checkpoint(directory / "final_model_mevis.pth", variant="video",
+                                     state_dict=official_video_state_dict)
+    yield path, official_video_state_dict
+    shutil.rmtree(directory)
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +60,8 @@ def test_every_released_key_is_loaded_or_documented_unused(released_video, loade
     # no model tensor is left unloaded: each comes from a released key or is a documented constant
     converted = convert_official_state_dict(released)
     assert set(converted) == set(model_state)
-    assert {name for name in model_state if name not in {official_to_package_name(n) for n in released}} == set(
-        SYNTHESISED_KEYS
-    )
+    loaded_names = {official_to_package_name(name) for name in released}
+    assert {name for name in model_state if name not in loaded_names} == set(SYNTHESISED_KEYS)
     assert not model_state["text_encoder.model.embeddings.token_type_embeddings.weight"].any()
 
 
@@ -108,17 +117,26 @@ def test_config_comes_from_checkpoint_args(loaded_video):
     assert loaded_video.tokenize("the red ball").input_ids[0, 0].item() == 0
 
 
-def test_image_level_release_loads_without_object_score_parts(tmp_path, tokenizer_dir):
-    path = write_official_checkpoint(tmp_path / "refcoco.pth", variant="image", with_training_state=False)
+def test_image_level_release_loads_without_object_score_parts(scratch_dir, tokenizer_dir):
+    path = write_official_checkpoint(scratch_dir / "refcoco.pth", variant="image", with_training_state=False)
     model = Samwise.from_official_checkpoint(path, tokenizer=tokenizer_dir)
     assert not model.config.pred_obj_scores
     assert not hasattr(model.sam.sam_mask_decoder, "obj_score_token")
     assert "sam.no_obj_ptr" not in model.state_dict()
 
 
-def test_motion_prompt_release_loads_with_a_verb_tagger(tmp_path, tokenizer_dir):
-    path = write_official_checkpoint(tmp_path / "motion.pth", variant="motion", with_training_state=False)
+@pytest.fixture(scope="module")
+def released_motion(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("motion")
     released = official_state_dict("motion")
+    path = write_official_checkpoint(directory / "motion.pth", variant="motion", with_training_state=False,
+                                     state_dict=released)
+    yield path, released
+    shutil.rmtree(directory)
+
+
+def test_motion_prompt_release_loads_with_a_verb_tagger(released_motion, tokenizer_dir):
+    path, released = released_motion
     model = Samwise.from_official_checkpoint(path, tokenizer=tokenizer_dir, verb_tagger=lambda text: [(4, 11)])
     assert model.config.motion_prompt
     name = "sam.sam_prompt_encoder.project_motion_prompts.layers.0.weight"
@@ -126,25 +144,28 @@ def test_motion_prompt_release_loads_with_a_verb_tagger(tmp_path, tokenizer_dir)
     assert model.tokenize("the ball rolling").verb_tokens.any()
 
 
-def test_a_motion_prompt_checkpoint_without_a_verb_tagger_fails_to_load(tmp_path, tokenizer_dir):
-    path = write_official_checkpoint(tmp_path / "motion.pth", variant="motion", with_training_state=False)
+def test_a_motion_prompt_checkpoint_without_a_verb_tagger_fails_to_load(released_motion, tokenizer_dir):
+    path, _ = released_motion
     with pytest.raises(CheckpointError, match="motion prompt.*verb tagger"):
         Samwise.from_official_checkpoint(path, tokenizer=tokenizer_dir)
     with pytest.raises(CheckpointError, match="motion prompt.*verb tagger"):
         Samwise.from_path(path, tokenizer=tokenizer_dir)
 
 
-def test_args_that_contradict_the_weights_are_an_error(tmp_path, tokenizer_dir):
-    path = write_official_checkpoint(tmp_path / "bad_args.pth", variant="video", with_training_state=False,
+def test_args_that_contradict_the_weights_are_an_error(scratch_dir, tokenizer_dir, official_video_state_dict):
+    path = write_official_checkpoint(scratch_dir / "bad_args.pth", variant="video", with_training_state=False,
+                                     state_dict=official_video_state_dict,
                                      args_overrides={"disable_pred_obj_score": True})
     with pytest.raises(CheckpointError, match="disable_pred_obj_score"):
         Samwise.from_official_checkpoint(path, tokenizer=tokenizer_dir)
 
 
 @pytest.fixture(scope="module")
-def broken_files(tmp_path_factory):
+def broken_files(tmp_path_factory, official_video_state_dict):
+    directory = tmp_path_factory.mktemp("broken")
     kinds = ["random_bytes", "text", "truncated", "truncated_zip", "malicious", "malicious_legacy"]
-    return write_corrupt_files(tmp_path_factory.mktemp("broken"), which=kinds)
+    yield write_corrupt_files(directory, which=kinds, state_dict=official_video_state_dict)
+    shutil.rmtree(directory)
 
 
 @pytest.mark.parametrize(
@@ -179,8 +200,8 @@ def test_missing_file(tmp_path):
         ("extra", r"unexpected 1 keys: unexpected_head\.weight"),
     ],
 )
-def test_wrong_architecture_names_what_differs(tmp_path, mutation, message):
-    state = official_state_dict("video")
+def test_wrong_architecture_names_what_differs(scratch_dir, official_video_state_dict, mutation, message):
+    state = copy.copy(official_video_state_dict)  # a new dict of the same tensors: the shared one stays whole
     if mutation == "missing":
         for name in MISSING_KEYS:
             del state[name]
@@ -188,9 +209,8 @@ def test_wrong_architecture_names_what_differs(tmp_path, mutation, message):
         state[WRONG_SHAPE_KEY] = torch.zeros(WRONG_SHAPE)
     else:
         state[EXTRA_KEY] = torch.zeros(3)
-    path = tmp_path / f"{mutation}.pth"
+    path = scratch_dir / f"{mutation}.pth"
     torch.save({"model": state, "args": official_args()}, path)
-    del state
     with pytest.raises(CheckpointError, match=f"wrong architecture; {message}"):
         Samwise.from_official_checkpoint(path)
 
