@@ -4,6 +4,7 @@ A bag's frames can carry the depth frame paired with them (depth + camera_info t
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,7 @@ class BagSource:
             raise ReplayInputError(f"query topic {query_topic!r} has type {topics[query_topic].msgtype}, "
                                    f"not {STRING}")
         self.query_topic = query_topic
+        self.query_messages = topics[query_topic].msgcount if query_topic is not None else 0
         if depth_topics is not None:
             _check_topic(topics, depth_topics.depth, IMAGE, "depth")
             _check_topic(topics, depth_topics.camera_info, CAMERA_INFO, "camera_info")
@@ -167,6 +169,14 @@ class _DepthAttacher:
     def _paired(self, frame: Frame) -> Frame:
         frame.depth = self._pairing.match(frame.stamp_ns / 1e9, self._topics.slop)
         return frame
+
+
+def quiet_ffmpeg_log() -> None:
+    """Keep FFmpeg's own log quiet: a damaged video makes it write a line for every damaged block
+    (thousands), and VideoSource says what went wrong once. OpenCV reads the level when it first opens a
+    video (or a video writer) in the process, so this must come before that. A level the user set wins
+    (OpenCV then prints FFmpeg's lines to stdout)."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
 
 
 class VideoSource:

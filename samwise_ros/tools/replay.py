@@ -22,10 +22,10 @@ from tqdm import tqdm
 
 from ..bags import STORAGES, NodeTopicWriter, samwise_typestore
 from ..model.checkpoint import CheckpointError
-from ..params import (default_parameters_file, load_node_parameters, model_from_parameters,
-                      override_parameters, tracker_from_parameters)
+from ..params import default_parameters_file, load_node_parameters, override_parameters
 from ..replay.outputs import MaskFolder, OverlayVideos, ResultLog
-from ..replay.sources import DepthTopics, Frame, QueryChange, ReplayInputError, open_source
+from ..replay.sources import DepthTopics, Frame, QueryChange, ReplayInputError, open_source, quiet_ffmpeg_log
+from ..runtime import model_from_parameters, tracker_from_parameters
 from ..session import Notice, Publication, QueryRejected, StreamFrame, StreamSession, check_query
 
 
@@ -121,17 +121,20 @@ class Outputs:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    quiet_ffmpeg_log()
     try:
         parameters = override_parameters(load_node_parameters(args.params), args.assignments)
         queries = args.query or [parameters["query"]]
-        for query in queries:  # before the model loads
-            check_query(query, parameters["max_query_chars"])
+        tracked = [check_query(query, parameters["max_query_chars"]) for query in queries]  # before the model loads
         depth_topics = None
         if args.depth_topic:
             depth_topics = DepthTopics(args.depth_topic, args.camera_info_topic, parameters["depth_scale"],
                                        parameters["sync_slop"])
         source = open_source(args.input, args.image_topic, args.query_topic, args.frame_id, args.fps or 10.0,
                              depth_topics)
+        problem = missing_query(tracked, args.query_topic, source)
+        if problem:
+            raise ValueError(problem)
         model = model_from_parameters(parameters)
         streams = make_streams(model, parameters, queries, args)
         outputs = Outputs(args, streams, args.fps or source.fps or 10.0)
@@ -160,6 +163,17 @@ def main(argv=None) -> int:
         print(f"samwise-replay: error: {failure} (the results up to there are written)", file=sys.stderr)
         return 1
     return 0
+
+
+def missing_query(queries: list[str], query_topic: str | None, source) -> str | None:
+    """Why a stream would have nothing to track (an empty query pauses the output, as on the node), or None."""
+    if all(queries):
+        return None
+    if query_topic is None:
+        return "no query: give --query TEXT (or --query-topic for a bag that has one), or set the query parameter"
+    if source.query_messages == 0:
+        return f"no query: the bag has no message on {query_topic}: give --query TEXT, or set the query parameter"
+    return None
 
 
 def make_streams(model, parameters: dict, queries: list[str], args: argparse.Namespace) -> list[Stream]:
@@ -200,8 +214,10 @@ def deliver(outputs: Outputs, batches: list[tuple[Stream, list[Publication]]]) -
         stream.count(publication)
 
 
-def say(stream: Stream, notice: Notice) -> None:
+def say(stream: Stream, notice: Notice | None) -> None:
     """Every info notice; each kind of problem once (it is the same on every frame)."""
+    if notice is None:
+        return
     if notice.level != "info":
         if notice.kind in stream.said:
             return

@@ -1,7 +1,11 @@
 """samwise-replay on bags written here with rosbags, on videos and on folders of frames (tiny model)."""
 
+import itertools
 import json
 import os
+import re
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -10,7 +14,11 @@ from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
 
 from samwise_ros.bags import image_to_rgb, samwise_typestore
+from samwise_ros.data.synthetic import demo_scene
+from samwise_ros.params import default_parameters_file, load_node_parameters, override_parameters
+from samwise_ros.runtime import model_from_parameters, tracker_from_parameters
 from samwise_ros.tools import replay
+from samwise_ros.weights import demo_weights
 
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # rclpy is imported below (no DDS)
 
@@ -37,9 +45,9 @@ def header(index):
 
 def raw_image(index, rgb, encoding="rgb8"):
     pixels = {"rgb8": rgb, "bgr8": rgb[..., ::-1]}.get(encoding, rgb[..., :2])  # anything else: 2 channels
-    channels = pixels.shape[2]
-    return T["sensor_msgs/msg/Image"](header=header(index), height=HEIGHT, width=WIDTH, encoding=encoding,
-                                      is_bigendian=0, step=WIDTH * channels,
+    height, width, channels = pixels.shape
+    return T["sensor_msgs/msg/Image"](header=header(index), height=height, width=width, encoding=encoding,
+                                      is_bigendian=0, step=width * channels,
                                       data=np.ascontiguousarray(pixels).reshape(-1))
 
 
@@ -155,6 +163,45 @@ def test_missing_bag(model_dir, tmp_path, capsys):
     assert "no bag at" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("assignment, problem", [
+    ("mask_treshold=0.9", "unknown parameter 'mask_treshold' (did you mean 'mask_threshold'?)"),
+    ("nonsense=1", "unknown parameter 'nonsense'"),  # no parameter's name is close
+])
+def test_an_unknown_parameter_starts_nothing(model_dir, tmp_path, capsys, assignment, problem):
+    video = write_video(tmp_path / "clip.avi", frames(2))
+    assert run(model_dir, video, "--query", "x", "--set", assignment, "--results", tmp_path / "r.jsonl") == 2
+    assert capsys.readouterr().err == f"samwise-replay: error: the command line: {problem}\n"
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+NO_QUERY = "no query: give --query TEXT (or --query-topic for a bag that has one), or set the query parameter"
+
+
+@pytest.mark.parametrize("query_arguments", [[], ["--query", "  "]], ids=["no --query", "a blank --query"])
+def test_without_a_query_nothing_starts(tmp_path, capsys, query_arguments):
+    """Refused before the model loads (the checkpoint given does not exist): an empty query segments nothing."""
+    video = write_video(tmp_path / "clip.avi", frames(2))
+    assert run(tmp_path / "no_model", video, *query_arguments, "--results", tmp_path / "r.jsonl") == 2
+    assert capsys.readouterr().err == f"samwise-replay: error: {NO_QUERY}\n"
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_a_query_topic_without_messages_is_no_query(tmp_path, capsys):
+    bag = write_bag(tmp_path / "in", StoragePlugin.MCAP, frames(2))  # its query topic has no message
+    assert run(tmp_path / "no_model", bag, "--image-topic", IMAGE_TOPIC, "--query-topic", QUERY_TOPIC) == 2
+    assert capsys.readouterr().err == (f"samwise-replay: error: no query: the bag has no message on {QUERY_TOPIC}: "
+                                       "give --query TEXT, or set the query parameter\n")
+
+
+def test_the_query_parameter_of_the_parameters_file_is_the_query(model_dir, tmp_path):
+    params = tmp_path / "samwise.yaml"
+    params.write_text('/**/samwise:\n  ros__parameters:\n    query: "the red ball"\n')
+    video = write_video(tmp_path / "clip.avi", frames(2))
+    assert run(model_dir, video, "--params", params, "--results", tmp_path / "r.jsonl") == 0
+    records = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert [r["query"] for r in records] == ["the red ball"] * 2
+
+
 def test_unknown_topic_lists_the_image_topics(model_dir, tmp_path, capsys):
     bag = write_bag(tmp_path / "in", StoragePlugin.MCAP, frames(1))
     assert run(model_dir, bag, "--image-topic", "/camera/image", "--query", "x") == 2
@@ -192,7 +239,8 @@ def test_truncated_mcap_file_is_a_clear_error(model_dir, tmp_path, capsys):
 
 
 def write_video(path, images, fourcc="MJPG"):
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 5.0, (WIDTH, HEIGHT))
+    height, width = images[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 5.0, (width, height))
     for rgb in images:
         writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     writer.release()
@@ -211,6 +259,28 @@ def test_video_file_and_truncated_video(model_dir, tmp_path, capsys):
     assert run(model_dir, tmp_path / "cut.avi", "--query", "the red ball", "--results", tmp_path / "cut.jsonl") == 1
     assert "ended after 4 of the 6 frames it declares: the file is truncated" in capsys.readouterr().err
     assert len((tmp_path / "cut.jsonl").read_text().splitlines()) == 4  # what was read is kept
+
+
+def test_a_damaged_video_is_said_once_and_ffmpeg_keeps_quiet(model_dir, tmp_path):
+    """An MPEG-4 video with its middle third zeroed, which FFmpeg would log a line for per damaged block
+    (hundreds). In a process of its own: FFmpeg writes to the process's stderr from C, and OpenCV sets its
+    log level once per process."""
+    video = write_video(tmp_path / "clip.mp4", [demo_scene().render(t)[0] for t in range(10)], fourcc="mp4v")
+    data = bytearray(video.read_bytes())
+    third = len(data) // 3
+    data[third: 2 * third] = bytes(third)
+    video.write_bytes(data)
+    environment = {name: value for name, value in os.environ.items() if name != "OPENCV_FFMPEG_LOGLEVEL"}
+    done = subprocess.run([sys.executable, "-m", "samwise_ros.tools.replay", str(video), "--query", "the red ball",
+                           "--checkpoint", str(model_dir), "--device", "cpu"],
+                          env=environment, capture_output=True, timeout=300)
+    errors = done.stderr.decode()  # not text=True, which turns the progress bar's redrawing \r into lines
+    assert done.returncode == 1, errors[-3000:]
+    assert re.search(r"^samwise-replay: error: the video ended after \d+ of the 10 frames it declares: "
+                     r"the file is truncated or damaged", errors, re.MULTILINE), errors[-3000:]
+    assert errors.count("\n") <= 3, errors[:3000]  # the progress bar's line and the error
+    # with OPENCV_FFMPEG_LOGLEVEL at an error level, OpenCV prints FFmpeg's lines to stdout instead
+    assert done.stdout.decode().count("\n") == 4, done.stdout[:3000]  # the summary
 
 
 def test_folder_of_frames_keeps_the_file_names(model_dir, tmp_path):
@@ -366,6 +436,87 @@ def test_depth_topic_errors(model_dir, tmp_path, capsys):
                "--depth-topic", "/depth", "--camera-info-topic", INFO_TOPIC) == 2
     error = capsys.readouterr().err
     assert "depth topic '/depth' is not a sensor_msgs/msg/Image topic" in error and DEPTH_TOPIC in error
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exited:
         run(model_dir, bag, "--image-topic", IMAGE_TOPIC, "--depth-topic", DEPTH_TOPIC)
-    assert "go together" in capsys.readouterr().err
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.endswith(
+        "samwise-replay: error: --depth-topic and --camera-info-topic go together\n")
+
+
+# ---- replay against the tracker itself -------------------------------------------------------------
+
+SCENE_FRAMES = 5
+SCENE_SETTINGS = ("clip_length=3",)  # a clip of 3 frames, then 2 flushed at the end
+
+
+@pytest.fixture(scope="module")
+def scene_images():
+    """RGB frames of the demo scene, where the demo weights find the red ball."""
+    scene = demo_scene()
+    return [scene.render(t)[0] for t in range(SCENE_FRAMES)]
+
+
+def scene_parameters():
+    """The parameters replay reads for the runs below: the package's file, the demo weights, SCENE_SETTINGS."""
+    return override_parameters(load_node_parameters(default_parameters_file()),
+                               [f"checkpoint={demo_weights()}", "device=cpu", *SCENE_SETTINGS])
+
+
+@pytest.fixture(scope="module")
+def demo_model():
+    return model_from_parameters(scene_parameters())
+
+
+def track_directly(model, images):
+    """The StreamTracker that the node's parameters describe, fed `images` one by one."""
+    tracker = tracker_from_parameters(model, scene_parameters())
+    tracker.set_query(demo_scene().expression)
+    return [result for image in images for result in tracker.push(np.ascontiguousarray(image))] + tracker.flush()
+
+
+@pytest.fixture(scope="module")
+def direct_results(demo_model, scene_images):
+    return track_directly(demo_model, scene_images)
+
+
+def test_the_direct_run_tells_rgb_from_bgr_and_each_frame_from_the_next(demo_model, scene_images, direct_results):
+    """What gives the comparison below its power: with BGR frames the red ball looks blue and is not found,
+    and the ball moves every frame, so swapped channels or a shifted frame change the results."""
+    assert len(direct_results) == SCENE_FRAMES and all(result.detected for result in direct_results)
+    bgr_results = track_directly(demo_model, [image[..., ::-1] for image in scene_images])
+    assert not any(result.detected for result in bgr_results)
+    assert all(not np.array_equal(before.mask, after.mask) for before, after in itertools.pairwise(direct_results))
+
+
+def write_scene_input(kind, images, tmp_path):
+    """The input's path and the arguments it needs."""
+    if kind == "bgr8 bag":
+        return [write_bag(tmp_path / "in", StoragePlugin.MCAP, images, encoding="bgr8"), "--image-topic", IMAGE_TOPIC]
+    if kind == "lossless video":
+        return [write_video(tmp_path / "scene.mkv", images, fourcc="FFV1")]
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for index, rgb in enumerate(images):
+        cv2.imwrite(str(folder / f"frame_{index:03d}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return [folder]
+
+
+EXACT_FIELDS = ("frame_index", "detected", "area", "bbox", "centroid", "cme_switched")
+
+
+@pytest.mark.parametrize("kind", ["bgr8 bag", "lossless video", "folder of PNGs"])
+def test_replay_gives_what_the_tracker_gives_on_the_same_rgb_frames(kind, scene_images, direct_results, tmp_path):
+    arguments = write_scene_input(kind, scene_images, tmp_path)
+    settings = [item for setting in SCENE_SETTINGS for item in ("--set", setting)]
+    assert run(demo_weights(), *arguments, "--query", demo_scene().expression, *settings,
+               "--masks", tmp_path / "masks", "--results", tmp_path / "r.jsonl") == 0
+    records = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert [record["input_frame"] for record in records] == list(range(SCENE_FRAMES))
+    for record, expected in zip(records, direct_results):
+        mask = cv2.imread(str(tmp_path / "masks" / f"{record['name']}.png"), cv2.IMREAD_UNCHANGED)
+        assert np.count_nonzero((mask == 255) != expected.mask) == 0, record["name"]
+        # through JSON, as the record went: tuples become lists
+        assert {name: record[name] for name in EXACT_FIELDS} == json.loads(
+            json.dumps({name: getattr(expected, name) for name in EXACT_FIELDS}))
+        assert record["object_score"] == pytest.approx(expected.object_score, abs=1e-5)  # written to 5 decimals
+        assert record["cme_probability"] == pytest.approx(expected.cme_probability)

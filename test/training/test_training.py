@@ -134,7 +134,7 @@ def test_from_scratch_trains_with_the_batch_norm_statistics_inference_uses(token
         assert torch.equal(norm.running_mean, before) == from_scratch
 
 
-def test_training_only_the_cme_leaves_every_other_weight_and_statistic_as_it_was(tokenizer, tmp_path):
+def test_training_only_the_cme_leaves_every_other_weight_and_statistic_as_it_was(tokenizer, tmp_path, capsys):
     """--train-only cme: the optimiser holds the CME's parameters alone, and a step on a clip the CME
     decides on (frame 5) changes nothing else, not even the frozen adapters' BatchNorm statistics."""
     from samwise_ros.tools.train import parse_args
@@ -150,10 +150,17 @@ def test_training_only_the_cme_leaves_every_other_weight_and_statistic_as_it_was
     assert "loss_cme" in values
     changed = {name for name, tensor in model.state_dict().items() if not torch.equal(tensor, before[name])}
     assert changed and all(name.startswith("cme.") for name in changed), changed
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exited:
         parse_args(["--train-only", "cme", "--from-scratch"])
-    with pytest.raises(SystemExit):
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.endswith("samwise-train: error: --train-only picks among the release's modules; "
+                                            "--from-scratch trains every parameter\n")
+    with pytest.raises(SystemExit) as exited:
         parse_args(["--train-only", "sam"])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err  # how argparse quotes the choices differs between Python versions
+    assert "samwise-train: error: argument --train-only: invalid choice: 'sam' (choose from " in error
+    assert all(module in error for module in ("adapters", "cme", "text_prompt"))
     with pytest.raises(ValueError, match="not trainable"):
         model.freeze_for_training(("sam",))
 
@@ -179,7 +186,7 @@ def test_lr_scales_give_a_module_its_own_learning_rate_under_the_schedule(tokeni
 def test_memoryless_mask_loss_trains_the_decodings_the_cme_compares_against(tokenizer, tmp_path):
     """The memory-less path runs where the CME window allows (frame 5 of a 6-frame clip); its masks
     keep their graph and get focal + dice only when asked for."""
-    from samwise_ros.training.batches import ClipTensors, clip_tensors
+    from samwise_ros.training.batches import clip_tensors
 
     torch.manual_seed(0)
     model = Samwise(SamwiseConfig.tiny(vocab_size=len(tokenizer)), tokenizer=tokenizer)
@@ -304,7 +311,7 @@ def test_with_history_clips_only_the_last_clip_is_trained_on(fresh_tiny, tmp_pat
     assert losses_with(last_blanked)["loss_dice"] != reference["loss_dice"]
 
 
-def test_cli_trains_on_streams_of_clips(tmp_path):
+def test_cli_trains_on_streams_of_clips(tmp_path, capsys):
     from samwise_ros.tools.train import main
 
     assert main(["--data", "synthetic", "--config", "tiny", "--from-scratch", "--history-clips", "1",
@@ -312,8 +319,12 @@ def test_cli_trains_on_streams_of_clips(tmp_path):
                  "--epochs", "1", "--batch-size", "1", "--device", "cpu", "--output", str(tmp_path)]) == 0
     (row,) = read_csv(tmp_path / "epochs.csv")
     assert int(row["step"]) == 2 and float(row["loss"]) > 0
-    with pytest.raises(SystemExit):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
         main(["--data", "refcoco", "--data-root", str(tmp_path), "--history-clips", "1", "--config", "tiny"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.endswith(
+        "samwise-train: error: --history-clips takes K >= 0 earlier clips of video data (not refcoco's images)\n")
 
 
 def test_decoder_input_scales_show_adapter_residuals_growing(fresh_tiny):
