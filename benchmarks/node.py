@@ -164,7 +164,6 @@ class Driver:
 
 
 def frames_for(width: int, height: int, count: int = 4):
-    from sensor_msgs.msg import Image
 
     from samwise_ros.ros.conversions import array_to_image
     from std_msgs.msg import Header

@@ -5,7 +5,8 @@
     .venv/bin/python benchmarks/stream.py --config demo --frames 400 --compile both
     .venv/bin/python benchmarks/stream.py --config official --device cuda --precision bf16 --frames 3000 --compile both
 
-Each run is a mode (clip, frame) and a step (eager, compiled: StreamTracker(compile=True)); the summary
+Each run is a mode (clip, frame) and a step (eager, compiled: StreamTracker(compile=True), whose
+construction compiles it for every query length: its time is printed as the compile time); the summary
 gives each run's time per frame (p50/p95 over the frames past the first `--warm-up`, a clip's time divided by its
 length in clip mode), the frame/clip and eager/compiled ratios measured in this one process, and the
 allocated memory (GPU; resident memory on the CPU) at frame 100 and at the end.
@@ -52,13 +53,16 @@ def median_time_per_frame(step_times: list[float], clip: int) -> float:
 
 
 def time_per_frame(step_times: list[float], clip: int, warm_up: int) -> list[float]:
-    """Each clip's time divided by its length, past the first `warm_up` frames (compilation happens there)."""
+    """Each clip's time divided by its length, past the first `warm_up` frames (the eager warm-up of a stream,
+    and the caches settling)."""
     return [sum(step_times[i : i + clip]) / clip for i in range(warm_up, len(step_times) - clip + 1, clip)]
 
 
 def run_mode(model: Samwise, mode: str, compile: bool, frames: list[np.ndarray], count: int, warm_up: int,
              device: torch.device) -> dict:
+    constructed = time.perf_counter()
     tracker = StreamTracker(model, mode=mode, compile=compile)
+    compile_s = time.perf_counter() - constructed
     tracker.set_query(demo_scene().expression)
     pushed_at, latencies, step_times, rss, gpu = {}, [], [], {}, {}
     started = time.perf_counter()
@@ -92,6 +96,7 @@ def run_mode(model: Samwise, mode: str, compile: bool, frames: list[np.ndarray],
         "time_p50_ms": 1000 * statistics.median(per_frame),
         "time_p95_ms": 1000 * float(np.percentile(per_frame, 95)),
         "compiled_step_active": tracker.compiled_step_active,
+        "compile_s": compile_s,
         "latency_p50_ms": 1000 * statistics.median(latencies),
         "latency_p95_ms": 1000 * float(np.percentile(latencies, 95)),
         "fps": count / elapsed,
@@ -153,8 +158,9 @@ def print_run(label: str, stats: dict, count: int, device: torch.device) -> None
     rss = stats["rss_mib"]
     rss_drift = 100 * (rss[count] - rss[1000]) / rss[1000] if 1000 in rss else float("nan")
     time_drift = 100 * (stats["time_late_ms"] - stats["time_early_ms"]) / stats["time_early_ms"]
-    print(f"[{label}] latency p50 {stats['latency_p50_ms']:.1f} ms, p95 {stats['latency_p95_ms']:.1f} ms, "
-          f"throughput {stats['fps']:.1f} frames/s, memory bank {stats['memory_bank']} frames")
+    print(f"[{label}] tracker built in {stats['compile_s']:.1f} s; latency p50 {stats['latency_p50_ms']:.1f} ms, "
+          f"p95 {stats['latency_p95_ms']:.1f} ms, throughput {stats['fps']:.1f} frames/s, memory bank "
+          f"{stats['memory_bank']} frames")
     if count < FLATNESS_FRAMES:
         return
     print(f"[{label}] RSS MiB " + ", ".join(f"@{k}: {v:.1f}" for k, v in sorted(rss.items()))
@@ -171,13 +177,15 @@ def print_run(label: str, stats: dict, count: int, device: torch.device) -> None
 def print_summary(summary: dict, device: torch.device) -> None:
     memory = "gpu_mib" if device.type == "cuda" else "rss_mib"
     print("summary: time per frame p50 / p95 (ms), frames/s at p50, "
-          f"{'GPU allocated' if device.type == 'cuda' else 'resident'} MiB at frame 100 and at the end")
+          f"{'GPU allocated' if device.type == 'cuda' else 'resident'} MiB at frame 100 and at the end, "
+          "compile time (s)")
     for (mode, compile), stats in summary.items():
         held = stats[memory]
         step = "compiled" if compile else "eager"
         active = "" if not compile or stats["compiled_step_active"] else " (compiled step NOT active)"
         print(f"  {mode:5s} {step:8s} {stats['time_p50_ms']:8.2f} / {stats['time_p95_ms']:8.2f}   "
-              f"{1000 / stats['time_p50_ms']:7.1f}   {held.get(100, float('nan')):.1f} -> {held[max(held)]:.1f}{active}")
+              f"{1000 / stats['time_p50_ms']:7.1f}   {held.get(100, float('nan')):.1f} -> {held[max(held)]:.1f}   "
+              f"{stats['compile_s'] if compile else 0:.0f}{active}")
     for compile in (False, True):
         if ("frame", compile) in summary and ("clip", compile) in summary:
             ratio = summary["frame", compile]["time_p50_ms"] / summary["clip", compile]["time_p50_ms"]

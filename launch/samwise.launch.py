@@ -3,8 +3,9 @@
     ros2 launch samwise_ros samwise.launch.py image:=/camera/color/image_raw \
         checkpoint:=/path/to/model query:="the person in the red shirt" device:=cuda:0
 
-Parameters come from params_file (default: the package's config/samwise.yaml); a parameter argument
-below overrides it only when it is given (an empty one, the default, leaves the file's value). With
+Parameters come from params_file (default: the package's config/samwise.yaml); every node parameter is
+also a launch argument (named, described and typed by the node's own table, samwise_ros/params.py), which
+overrides the file only when it is given (an empty one, the default, leaves the file's value). With
 use_depth:=true, depth (aligned to the colour image) and camera_info are paired with the colour image
 for a 3-D centroid.
 """
@@ -16,6 +17,8 @@ from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
+from samwise_ros.params import PARAMETERS
+
 TOPICS = {  # the node's topic: (launch argument, default, description)
     "image": ("image", "/camera/color/image_raw", "colour image topic (sensor_msgs/Image)"),
     "image/compressed": ("compressed_image", "/camera/color/image_raw/compressed",
@@ -23,18 +26,6 @@ TOPICS = {  # the node's topic: (launch argument, default, description)
     "depth": ("depth", "/camera/aligned_depth_to_color/image_raw", "depth aligned to the colour image"),
     "camera_info": ("camera_info", "/camera/aligned_depth_to_color/camera_info", "intrinsics of the depth image"),
     "text_query": ("text_query", "text_query", "referring-expression topic (std_msgs/String)"),
-}
-PARAMETERS = {  # node parameter, given only when its launch argument is not empty: (type, description)
-    "checkpoint": (str, "model directory or released .pth"),
-    "tokenizer": (str, "tokenizer directory for a released .pth"),
-    "query": (str, "initial referring expression"),
-    "device": (str, "auto, cpu or cuda:N"),
-    "precision": (str, "auto, fp32, bf16 or fp16"),
-    "mode": (str, "clip or frame"),
-    "image_transport": (str, "raw or compressed"),
-    "image_reliability": (str, "best_effort, reliable or system_default"),
-    "use_depth": (bool, "true: pair depth + camera_info for a 3-D centroid"),
-    "publish_overlay": (bool, "true: publish the debug overlay image"),
 }
 
 
@@ -47,16 +38,17 @@ def generate_launch_description():
     ]
     arguments += [DeclareLaunchArgument(argument, default_value=default, description=description)
                   for argument, default, description in TOPICS.values()]
-    arguments += [DeclareLaunchArgument(name, default_value="", description=f"{description} (empty: from params_file)")
-                  for name, (_, description) in PARAMETERS.items()]
+    arguments += [DeclareLaunchArgument(spec.name, default_value="",
+                                        description=f"{spec.description} (empty: from params_file)")
+                  for spec in PARAMETERS]
     return LaunchDescription([*arguments, OpaqueFunction(function=samwise_node)])
 
 
 def samwise_node(context):
     """The node with the parameters file, then the parameter arguments that were given (an OpaqueFunction:
     which ones were given is known only once the launch configurations are)."""
-    given = {name: ParameterValue(text, value_type=value_type) for name, (value_type, _) in PARAMETERS.items()
-             if (text := LaunchConfiguration(name).perform(context))}
+    given = {spec.name: ParameterValue(text, value_type=type(spec.default)) for spec in PARAMETERS
+             if (text := LaunchConfiguration(spec.name).perform(context))}
     return [Node(
         package="samwise_ros",
         executable="samwise_node",

@@ -21,7 +21,8 @@ from rosbags.typesys.store import Typestore
 
 from . import images
 from .messages import build
-from .session import OUTPUT_TOPICS, Publication
+from .result_messages import OUTPUT_TOPICS
+from .session import Publication
 
 PACKAGE = "samwise_ros"
 MESSAGES = ("Segmentation", "CmeSwitch")

@@ -1,22 +1,23 @@
-"""The node's parameters, declared once and without ROS: the table (names, defaults, descriptions,
-constraints) that the node declares through rclpy, reading `config/samwise.yaml` (a ROS 2 params file)
-into a dict, and building the model and tracker from it as the node does, so offline tools reproduce
-the node."""
+"""The node's parameters, declared once, without ROS or torch: the table (names, defaults, descriptions,
+constraints) that the node declares through rclpy and the launch files read, and reading
+`config/samwise.yaml` (a ROS 2 params file) into a dict as the node would, so that offline tools
+reproduce the node (samwise_ros/runtime.py builds the model and tracker from it).
+
+The table is the one source of the parameters' descriptions: `config/samwise.yaml` and the table in
+docs/ros-interface.md are written from it (`python -m samwise_ros.params yaml|markdown`), and a test
+fails when they drift."""
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
-
-from .model import Samwise
-from .runtime import resolve_device, resolve_precision
-from .tracker import StreamTracker
-from .weights import demo_weights
 
 NODE_NAME = "samwise"
 
@@ -44,8 +45,9 @@ class ParameterSpec:
         return f"one of: {', '.join(self.choices)}" if self.choices else self.constraint
 
 
-# The node's parameters (docs/ros-interface.md, "Parameters"): read-only ones shape the tracker and the subscriptions
-# and are fixed at start-up; dynamic ones can change at run time (`ros2 param set`).
+# The node's parameters (docs/ros-interface.md, "Parameters"): structural ones shape the tracker and the
+# subscriptions and apply at configure (they may change while the node is unconfigured); dynamic ones apply
+# at once (`ros2 param set`).
 PARAMETERS = (
     ParameterSpec("checkpoint", "", "model: a directory saved by samwise_ros, or a released SAMWISE .pth "
                   "(empty = the bundled demo weights)"),
@@ -63,7 +65,8 @@ PARAMETERS = (
     ParameterSpec("use_cme", True, "run the Conditional Memory Encoder"),
     ParameterSpec("cme_window", 4, "CME decision window (frames)", check=lambda v: v >= 1, constraint="at least 1"),
     ParameterSpec("compile", False, "run the steady-state step (past the stream's first frames) through "
-                  "torch.compile, with CUDA graphs on CUDA; the first steady frame waits for the compilation"),
+                  "torch.compile, with CUDA graphs on CUDA; compiled at configure for every query length, so a "
+                  "stream never waits for it (configure takes minutes on a CPU)"),
     ParameterSpec("query", "", "initial referring expression (then the text_query topic)"),
     ParameterSpec("max_query_chars", 256, "longest accepted query; longer texts are rejected", dynamic=True,
                   check=lambda v: v >= 1, constraint="at least 1"),
@@ -119,36 +122,32 @@ def load_node_parameters(path=None) -> dict:
 
 
 def override_parameters(parameters: dict, assignments: list[str]) -> dict:
-    """Apply NAME=VALUE strings (values in YAML syntax, as `--ros-args -p` takes them)."""
+    """Apply NAME=VALUE strings (values in YAML syntax, as `--ros-args -p` takes them); a NAME that is not
+    a parameter of the node is an error that names the closest one."""
     result = dict(parameters)
     for assignment in assignments:
         name, sep, text = assignment.partition("=")
         if not sep or not name:
             raise ValueError(f"expected NAME=VALUE, got {assignment!r}")
+        problem = unknown_name_problem(name)
+        if problem:
+            raise ValueError(f"the command line: {problem}")
         result[name] = _checked("the command line", name, yaml.safe_load(text) if text else "")
     return result
 
 
-def model_from_parameters(parameters: dict) -> Samwise:
-    """The model the node loads: `checkpoint` (empty: the bundled demo weights) with `tokenizer`, on
-    `device` in `precision`."""
-    checkpoint = parameters["checkpoint"] or demo_weights()
-    device = resolve_device(parameters["device"])
-    precision = resolve_precision(parameters["precision"], device)
-    model = Samwise.from_path(checkpoint, parameters["tokenizer"] or None, device, precision)
-    if model.tokenizer is None:
-        raise ValueError(f"checkpoint {checkpoint}: no tokenizer in it: set the tokenizer parameter to a directory "
-                         "with the tokenizer files")
-    return model
+def closest_name(name: str) -> str | None:
+    """The parameter whose name is nearest `name` (a typo's likely meaning), or None."""
+    matches = difflib.get_close_matches(name, PARAMETERS_BY_NAME, n=1, cutoff=0.6)
+    return matches[0] if matches else None
 
 
-def tracker_from_parameters(model: Samwise, parameters: dict) -> StreamTracker:
-    """A StreamTracker with the node's settings."""
-    return StreamTracker(model, clip_length=parameters["clip_length"], mode=parameters["mode"],
-                         frame_window=parameters["frame_window"] or None,  # 0: clip_length
-                         mask_threshold=parameters["mask_threshold"], use_cme=parameters["use_cme"],
-                         cme_window=parameters["cme_window"],
-                         precision=model.precision, compile=parameters["compile"])
+def unknown_name_problem(name: str) -> str | None:
+    """Why `name` is not a parameter of the node (naming the closest one), or None when it is one."""
+    if name in PARAMETERS_BY_NAME:
+        return None
+    closest = closest_name(name)
+    return f"unknown parameter {name!r}" + (f" (did you mean {closest!r}?)" if closest else "")
 
 
 def _applies_to_node(key: str) -> bool:
@@ -168,3 +167,51 @@ def _checked(source, name: str, value):
     if problem:
         raise ValueError(f"{source}: parameter {problem}")
     return value
+
+
+# ---- the files written from the table ---------------------------------------------------------------
+
+PARAMETERS_FILE_HEADER = """\
+# Parameters of the samwise node, written from samwise_ros/params.py (python -m samwise_ros.params yaml):
+# edit the table there. Structural parameters apply at configure; the ones marked "at once" while it runs.
+# ros2 run samwise_ros samwise_node --ros-args --params-file config/samwise.yaml
+# "/**/samwise" applies to a node named samwise in any namespace (a plain "samwise" only to /samwise).
+/**/samwise:
+  ros__parameters:
+"""
+
+
+def _yaml_value(value) -> str:
+    return yaml.safe_dump(value, default_style='"' if value == "" else None).strip().removesuffix("\n...").strip()
+
+
+def _applies(spec: ParameterSpec) -> str:
+    return "at once" if spec.dynamic else "at configure"
+
+
+def parameters_file_text() -> str:
+    """config/samwise.yaml: every parameter with its default, its description above it."""
+    lines = [PARAMETERS_FILE_HEADER.rstrip("\n")]
+    for spec in PARAMETERS:
+        constraint = f"; {spec.constraint_text}" if spec.constraint_text else ""
+        comment = f"{spec.description} ({_applies(spec)}{constraint})"
+        lines += textwrap.wrap(comment, 104, initial_indent="    # ", subsequent_indent="    #   ")
+        lines.append(f"    {spec.name}: {_yaml_value(spec.default)}")
+    return "\n".join(lines) + "\n"
+
+
+def markdown_table() -> str:
+    """The parameter table of docs/ros-interface.md."""
+    rows = ["| name | default | applies | meaning |", "|---|---|---|---|"]
+    for spec in PARAMETERS:
+        default = "`\"\"`" if spec.default == "" else f"`{_yaml_value(spec.default)}`"
+        constraint = f" ({spec.constraint_text})" if spec.constraint_text else ""
+        rows.append(f"| `{spec.name}` | {default} | {_applies(spec)} | {spec.description}{constraint} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    outputs = {"yaml": parameters_file_text, "markdown": markdown_table}
+    if len(sys.argv) != 2 or sys.argv[1] not in outputs:
+        sys.exit(f"usage: python -m samwise_ros.params {{{','.join(outputs)}}}")
+    sys.stdout.write(outputs[sys.argv[1]]())

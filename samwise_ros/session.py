@@ -1,16 +1,17 @@
 """One stream's session: what the node does between a frame coming in and its messages going out, without
 ROS (the node in samwise_ros/ros/node.py and samwise-replay both run it, so they cannot drift).
 
-The contract it keeps: a query is checked (length, then the text encoder) and starts a clean stream; the
+The contract it keeps: a query is checked (length, then the text encoder) and starts a clean stream (the
+query being tracked, sent again, changes nothing: behaviour trees and voice pipelines re-publish theirs); the
 frames in flight in the tracker get their results in order and are forgotten when the tracker drops them;
 a detected object gets a 3-D centroid from the depth paired with its frame; a CME switch reports the
-centroid before it; every output is a plain mirror of its ROS message (samwise_ros/messages.py).
+centroid before it; every output is a plain mirror of its ROS message (samwise_ros/messages.py, built
+from a result in samwise_ros/result_messages.py).
 Problems come back as Notices for the caller to log. One object holds one stream's whole state.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -19,21 +20,11 @@ from typing import Any
 import numpy as np
 
 from .depth import DepthFrame, DepthPairing, Intrinsics, IntrinsicsMismatch
-from .messages import (CmeSwitch, ColorRGBA, Duration, Header, Image, Marker, MarkerArray, Point, PointStamped,
-                       Pose, RegionOfInterest, Segmentation, Time, Vector3, image)
-from .overlay import MASK_BGR
-from .tracker import TrackResult
+from .messages import CmeSwitch, Header, Image, MarkerArray, Point, PointStamped, Segmentation, Time, image
+from .result_messages import OUTPUT_TOPICS, cme_switch, markers, segmentation
+from .tracker import Tracker, TrackResult
 
-# the topics published for each result, with the message each carries
-OUTPUT_TOPICS = {"mask": Image, "result": Segmentation, "centroid": PointStamped, "markers": MarkerArray,
-                 "cme_switch": CmeSwitch}
 LOGGED_QUERY_CHARS = 60  # a rejected query is quoted up to this length
-MARKER_LIFETIME_S = 1.0  # a target lost for this long loses its markers in rviz
-MARKER_NAMESPACE = "samwise"
-SPHERE_DIAMETER_M = 0.1
-TEXT_HEIGHT_M = 0.08
-SPHERE_COLOUR = ColorRGBA(*(channel / 255 for channel in reversed(MASK_BGR)), a=0.8)  # the overlay's mask colour
-TEXT_COLOUR = ColorRGBA(1.0, 1.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -106,9 +97,8 @@ class Publication:
 class StreamSession:
     """One stream: its tracker, and what the contract keeps beside it between frames."""
 
-    def __init__(self, tracker, settings, depth: DepthPairing | None = None):
-        """tracker: a StreamTracker, or anything with its set_query, reset, push, flush, pending_frames and
-        mask_threshold. settings: the node's parameters as attributes, read at each call (the node changes
+    def __init__(self, tracker: Tracker, settings, depth: DepthPairing | None = None):
+        """settings: the node's parameters as attributes, read at each call (the node changes
         some while it runs): max_query_chars, mask_threshold, use_depth, sync_slop. depth: where a frame's
         depth is looked up when its result is ready (the node's live topics); None when frames come with
         their depth (a bag's replay)."""
@@ -122,10 +112,14 @@ class StreamSession:
 
     # ---- the query and the stream state -------------------------------------------------------------
 
-    def set_query(self, text: str) -> Notice:
-        """Track `text` from a clean state (an empty text pauses the output) and say so; QueryRejected
-        when it is too long or the text encoder refuses it (e.g. too many tokens)."""
+    def set_query(self, text: str) -> Notice | None:
+        """Track `text` from a clean state (an empty text pauses the output) and say so; the query being
+        tracked again changes nothing (and is said once); QueryRejected when it is too long or the text
+        encoder refuses it (e.g. too many tokens)."""
         text = check_query(text, self.settings.max_query_chars)
+        if text == self.query:
+            return self._say_once(Notice("text_query: unchanged", f"already tracking {text!r}: the stream goes on "
+                                         "(~/reset clears it)", "info")) if text else None
         try:
             self._tracker.set_query(text)
         except ValueError as error:  # e.g. more tokens than the text encoder takes
@@ -224,50 +218,11 @@ class StreamSession:
     def _scaling_note(self, intrinsics: Intrinsics, image_shape: tuple[int, int]) -> Notice | None:
         height, width = image_shape
         note = intrinsics.scaling_note(width, height)  # names both sizes: said once for each pair
-        if note is None or note in self._said:
+        return None if note is None else self._say_once(Notice("camera_info: scaled", note, "info"))
+
+    def _say_once(self, notice: Notice) -> Notice | None:
+        """`notice`, unless its text was said already."""
+        if notice.text in self._said:
             return None
-        self._said.add(note)
-        return Notice("camera_info: scaled", note, "info")
-
-
-# ---- a result as messages -------------------------------------------------------------------------------
-
-def segmentation(result: TrackResult, header: Header, point: tuple[float, float, float] | None,
-                 latency: float) -> Segmentation:
-    return Segmentation(
-        header=header, query=result.query, frame_index=result.frame_index, detected=result.detected,
-        object_score=result.object_score, bbox=region(result.bbox), area_px=result.area,
-        centroid_px=Point.of(result.centroid), has_centroid_3d=point is not None, centroid_3d=Point.of(point),
-        cme_switched=result.cme_switched,
-        # NaN: the CME did not decide on this frame
-        cme_probability=math.nan if result.cme_probability is None else result.cme_probability,
-        latency_ms=1000.0 * latency)
-
-
-def region(bbox: tuple[int, int, int, int] | None) -> RegionOfInterest:
-    """An inclusive (x0, y0, x1, y1) box as a RegionOfInterest; all zero for None (nothing detected)."""
-    if bbox is None:
-        return RegionOfInterest()
-    x0, y0, x1, y1 = bbox
-    return RegionOfInterest(x_offset=x0, y_offset=y0, height=y1 - y0 + 1, width=x1 - x0 + 1)
-
-
-def cme_switch(result: TrackResult, header: Header, centroid_before: tuple[float, float] | None) -> CmeSwitch:
-    return CmeSwitch(header=header, query=result.query, frame_index=result.frame_index,
-                     cme_probability=result.cme_probability or 0.0, centroid_px_before=Point.of(centroid_before),
-                     centroid_px_after=Point.of(result.centroid))
-
-
-def markers(header: Header, point: tuple[float, float, float], query: str) -> MarkerArray:
-    """For rviz: a sphere at the 3-D centroid and the query above it, which vanish MARKER_LIFETIME_S
-    after the last ones (the target is lost)."""
-    lifetime = Duration.from_ns(round(MARKER_LIFETIME_S * 1e9))
-    centre = Point.of(point)
-    above = Point(centre.x, centre.y - SPHERE_DIAMETER_M, centre.z)  # y points down in an optical frame
-    diameter = Vector3(SPHERE_DIAMETER_M, SPHERE_DIAMETER_M, SPHERE_DIAMETER_M)
-    return MarkerArray([
-        Marker(header, MARKER_NAMESPACE, 0, Marker.SPHERE, Pose(centre), diameter, SPHERE_COLOUR, lifetime),
-        Marker(header, MARKER_NAMESPACE, 1, Marker.TEXT_VIEW_FACING, Pose(above), Vector3(z=TEXT_HEIGHT_M),
-               TEXT_COLOUR, lifetime, text=query),
-    ])
-
+        self._said.add(notice.text)
+        return notice

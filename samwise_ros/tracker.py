@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
+import time
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -27,6 +30,8 @@ from .preprocess import preprocess_frame, validate_frame
 
 MODES = ("clip", "frame")
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+SHORTEST_TOKEN_BUCKET = 16  # a compiled step's queries are padded to 16, 32, 64, ... tokens
+COMPILE_WARM_UP_TEXT = "the object"  # the query of the blank stream that compiles the step
 
 
 @dataclass
@@ -57,7 +62,50 @@ class _PendingFrame:
     stream_reset: bool
 
 
+class Tracker(Protocol):
+    """What a stream session (samwise_ros/session.py) drives: StreamTracker, or a stand-in with its
+    interface (tests and benchmarks slow one down or replace the model)."""
+
+    mask_threshold: float
+    compile: bool
+
+    @property
+    def query(self) -> str: ...
+
+    def set_query(self, text: str) -> None: ...
+
+    def reset(self) -> None: ...
+
+    def push(self, frame: np.ndarray, stamp: float | None = None) -> list[TrackResult]: ...
+
+    def flush(self) -> list[TrackResult]: ...
+
+    @property
+    def pending_frames(self) -> int: ...
+
+    @property
+    def compiled_step_active(self) -> bool: ...
+
+
+def token_buckets(max_tokens: int) -> tuple[int, ...]:
+    """The lengths a compiled step's queries are padded to: powers of two from SHORTEST_TOKEN_BUCKET, up to
+    `max_tokens` (the text encoder's limit, itself the last)."""
+    buckets = []
+    length = SHORTEST_TOKEN_BUCKET
+    while length < max_tokens:
+        buckets.append(length)
+        length *= 2
+    return (*buckets, max_tokens)
+
+
 class StreamTracker:
+    """One stream's state on the model (see the module's docstring).
+
+    With `compile=True` the constructor compiles the steady step (on CUDA it also records its CUDA graphs)
+    for every query length the text encoder accepts, queries then being padded to a few token lengths
+    (`token_buckets`), so that no frame of any stream ever waits for a compilation: the constructor takes
+    what the compilation takes (minutes on a CPU)."""
+
     def __init__(self, model: Samwise, clip_length: int = 8, mode: str = "clip", frame_window: int | None = None,
                  mask_threshold: float = 0.5, use_cme: bool | None = None, cme_window: int = RELEASE_DECISION_WINDOW,
                  precision: str | None = None, keep_probability: bool = False, compile: bool = False):
@@ -87,11 +135,16 @@ class StreamTracker:
         self._warm_up_frames = model.warm_up_frames(self.frame_window if mode == "frame" else None, cme_window)
         self._steady_clip_length = 1 if mode == "frame" else clip_length
         self.compile = compile
-        self._steady_step = compile_steady_step(model) if compile else model.forward_steady
         self._last_step_steady = False
         self._pending: list[_PendingFrame] = []
         self._next_index = 0
         self._last_stamp: float | None = None
+        self.token_lengths = token_buckets(model.max_query_tokens) if compile else ()
+        self.compile_seconds = 0.0
+        self._steady_step = model.forward_steady
+        if compile:
+            self._steady_step = compile_steady_step(model)
+            self._compile_for_every_query_length()
 
     # ---- query and state -------------------------------------------------------------------
 
@@ -109,8 +162,39 @@ class StreamTracker:
         self.reset()
 
     def _encode_query(self, text: str) -> TextQuery:
+        pad_to = None
+        if self.compile:
+            length = self.model.tokenize(text).input_ids.shape[1]
+            pad_to = next(bucket for bucket in self.token_lengths if bucket >= length)
         with torch.inference_mode(), self._autocast():
-            return self.model.encode_query(self.model.tokenize(text))
+            query = self.model.encode_query(self.model.tokenize(text, pad_to))
+        if self.compile:
+            mark_token_axis_dynamic(query)
+        return query
+
+    def _compile_for_every_query_length(self) -> None:
+        """Run a blank stream into the steady state, then the steady step with a query of each token
+        length: the first steady call compiles (the token axis symbolic: one compilation for every length);
+        on CUDA each length's CUDA graph is recorded on its second call and replayed from its third."""
+        started = time.perf_counter()
+        size = self.model.image_size
+        blank = np.zeros((size, size, 3), dtype=np.uint8)
+        self.set_query(COMPILE_WARM_UP_TEXT)
+        while self._next_index < self._warm_up_frames:
+            self.push(blank)
+        for length in self.token_lengths:
+            with torch.inference_mode(), self._autocast():
+                query = self.model.encode_query(self.model.tokenize(COMPILE_WARM_UP_TEXT, length))
+            mark_token_axis_dynamic(query)
+            self._query = query
+            for _ in range(3 * self._steady_clip_length):
+                self.push(blank)
+        self._query = None
+        self.reset()
+        # the compiler leaves its tracing state (which holds the model) in reference cycles: collected now,
+        # the model is freed as soon as its last user lets it go
+        gc.collect()
+        self.compile_seconds = time.perf_counter() - started
 
     def reset(self) -> None:
         """Clear the memory, the clip buffer and the frame count; keep the query."""
@@ -118,6 +202,7 @@ class StreamTracker:
         self._pending.clear()
         self._next_index = 0
         self._last_stamp = None
+        self._last_step_steady = False
 
     @property
     def memory_size(self) -> int:
@@ -208,6 +293,15 @@ class StreamTracker:
         )
 
 
+def mark_token_axis_dynamic(query: TextQuery) -> None:
+    """Compile the steady step for any query length: its token axis is symbolic in the graph."""
+    import torch._dynamo  # loaded only by a tracker that compiles
+
+    for tensor in (query.input_ids, query.attention_mask, query.verb_tokens, query.unfused_states):
+        if tensor is not None:
+            torch._dynamo.mark_dynamic(tensor, 1)
+
+
 # On the CPU: the weights folded into the graph as constants (prepacked for the matrix libraries) and a
 # C++ wrapper calling the kernels (a small model's compiled step spends much of its time in Python calls).
 CPU_COMPILE_OPTIONS = {"freezing": True, "cpp_wrapper": True, "cpp_wrapper_build_separate": True}
@@ -229,3 +323,12 @@ def compile_steady_step(model: Samwise):
         return outputs
 
     return step
+
+
+def release_compiled_steps() -> None:
+    """Forget every compiled step of this process: their graphs (on the CPU with the weights frozen into
+    them) and on CUDA their CUDA graphs and memory pool. For a process that owns its trackers (the node
+    at cleanup): a tracker still in use compiles again on its next steady step."""
+    import torch._dynamo
+
+    torch._dynamo.reset()

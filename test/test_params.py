@@ -1,19 +1,51 @@
 """The node's parameters file read outside ROS (what samwise-replay and the node share)."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from samwise_ros.params import (DEFAULT_PARAMETERS, default_parameters_file, load_node_parameters,
-                                override_parameters, tracker_from_parameters)
+import yaml
 
-CONFIG = Path(__file__).resolve().parents[1] / "config" / "samwise.yaml"
+from samwise_ros.params import (DEFAULT_PARAMETERS, PARAMETERS, default_parameters_file, load_node_parameters,
+                                markdown_table, override_parameters, parameters_file_text)
+from samwise_ros.runtime import tracker_from_parameters
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "config" / "samwise.yaml"
 
 
 def test_shipped_file_holds_the_interface_defaults():
     assert default_parameters_file() == CONFIG
     assert load_node_parameters(CONFIG) == DEFAULT_PARAMETERS
     assert load_node_parameters(None) == DEFAULT_PARAMETERS
+
+
+def test_the_parameters_file_and_the_docs_table_are_written_from_the_table():
+    """One source of every description: the shipped file and the docs' table are the table's own text."""
+    assert CONFIG.read_text() == parameters_file_text()
+    docs = (REPO / "docs" / "ros-interface.md").read_text()
+    assert markdown_table() in docs
+    values = yaml.safe_load(CONFIG.read_text())["/**/samwise"]["ros__parameters"]
+    assert list(values) == [spec.name for spec in PARAMETERS]
+    for spec in PARAMETERS:
+        assert values[spec.name] == spec.default and type(values[spec.name]) is type(spec.default), spec.name
+        assert spec.description and spec.problem(spec.default) is None
+
+
+def test_the_table_loads_without_torch():
+    """Launch files read it: a launch must not import torch and sam2 to describe the node's arguments."""
+    check = "import sys, samwise_ros.params; print(sorted({'torch', 'sam2', 'rclpy'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_an_unknown_name_on_the_command_line_names_the_closest_parameter():
+    with pytest.raises(ValueError, match=r"unknown parameter 'mask_treshold' \(did you mean 'mask_threshold'\?\)"):
+        override_parameters(DEFAULT_PARAMETERS, ["mask_treshold=0.9"])
+    with pytest.raises(ValueError, match=r"unknown parameter 'nonsense'$"):
+        override_parameters(DEFAULT_PARAMETERS, ["nonsense=1"])
 
 
 def test_wildcard_then_node_sections(tmp_path):
@@ -51,9 +83,9 @@ def test_values_outside_the_node_constraints_are_errors(tmp_path):
 
 def test_tracker_gets_the_node_settings(tiny_model):
     parameters = override_parameters(DEFAULT_PARAMETERS, ["mode=frame", "clip_length=3", "use_cme=false",
-                                                          "mask_threshold=0.6", "cme_window=5", "compile=true"])
+                                                          "mask_threshold=0.6", "cme_window=5"])
     config = tiny_model.config.to_dict()
     tracker = tracker_from_parameters(tiny_model, parameters)
     assert (tracker.mode, tracker.clip_length, tracker.use_cme, tracker.mask_threshold) == ("frame", 3, False, 0.6)
-    assert tracker.cme_window == 5 and tracker.compile and not tracker.compiled_step_active
+    assert tracker.cme_window == 5 and not tracker.compile
     assert tiny_model.config.to_dict() == config  # running choices never reach what save() writes

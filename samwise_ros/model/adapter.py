@@ -62,9 +62,10 @@ class CrossModalAttention(nn.Module):
         super().__init__()
         self.attn = nn.MultiheadAttention(dim, num_heads, dropout=0.0)
 
-    def forward(self, query: Tensor, memory: Tensor) -> Tensor:
-        # query: [Lq, N, C], memory: [Lk, N, C] (sequence-first, as nn.MultiheadAttention)
-        return query * self.attn(query, memory, memory, need_weights=False)[0]
+    def forward(self, query: Tensor, memory: Tensor, memory_padding: Tensor | None = None) -> Tensor:
+        # query: [Lq, N, C], memory: [Lk, N, C] (sequence-first, as nn.MultiheadAttention); memory_padding:
+        # [N, Lk] bool, True where memory is padding (left out of the attention)
+        return query * self.attn(query, memory, memory, key_padding_mask=memory_padding, need_weights=False)[0]
 
 
 class CMTAdapter(nn.Module):
@@ -82,23 +83,28 @@ class CMTAdapter(nn.Module):
         self.text_to_vis = CrossModalAttention(dim, num_heads)
         self.hsa = HierarchicalSelectiveAttention(dim, num_heads, patch_size) if use_hsa else None
 
-    def forward(self, vis: Tensor, text: Tensor, clip_length: int) -> tuple[Tensor, Tensor]:
-        """Clip mode. vis: [B*T, Cv, H, W], text: [B, L, Ct] -> residuals of the same shapes."""
+    def forward(self, vis: Tensor, text: Tensor, clip_length: int,
+                text_padding: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Clip mode. vis: [B*T, Cv, H, W], text: [B, L, Ct] -> residuals of the same shapes; text_padding:
+        [B, L] bool, True at padded text positions (None: no padding)."""
         x = self.vis_down(vis)
-        return self._residuals(x, x, text, clip_length)
+        return self._residuals(x, x, text, clip_length, text_padding)
 
-    def forward_newest(self, vis: Tensor, text: Tensor, past: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    def forward_newest(self, vis: Tensor, text: Tensor, past: Tensor | None,
+                       text_padding: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Frame mode: the residuals of one new frame (vis: [1, Cv, H, W]) whose clip is the window of
         `past` ([P, C, H, W], the earlier frames' down-projected features, oldest first) and itself.
         Returns the visual and text residuals and the new frame's down-projected features."""
         x = self.vis_down(vis)
         window = x if past is None else torch.cat([past, x])
-        vis_residual, text_residual = self._residuals(window, x, text, window.shape[0])
+        vis_residual, text_residual = self._residuals(window, x, text, window.shape[0], text_padding)
         return vis_residual, text_residual, x
 
-    def _residuals(self, window: Tensor, newest: Tensor, text: Tensor, clip_length: int) -> tuple[Tensor, Tensor]:
+    def _residuals(self, window: Tensor, newest: Tensor, text: Tensor, clip_length: int,
+                   text_padding: Tensor | None) -> tuple[Tensor, Tensor]:
         """window: [B*T, C, H, W] down-projected clips; newest: the last B*Q of their frames, which get a
-        visual residual ([B*Q, Cv, H, W]); the text residual ([B, L, Ct]) reads the whole window."""
+        visual residual ([B*Q, Cv, H, W]); the text residual ([B, L, Ct]) reads the whole window. Padded
+        text positions get residuals too, which later layers never read (their attention masks them)."""
         bt, _, height, width = window.shape
         b, t = bt // clip_length, clip_length
         q = newest.shape[0] // b
@@ -106,7 +112,8 @@ class CMTAdapter(nn.Module):
 
         attended = newest if self.hsa is None else newest + self.hsa(window, t, q)
         attended = attended.flatten(2).permute(2, 0, 1)  # [H*W, B*Q, C]
-        attended = self.vis_to_text(attended, txt.repeat_interleave(q, dim=1))
+        padding = None if text_padding is None else text_padding.repeat_interleave(q, dim=0)
+        attended = self.vis_to_text(attended, txt.repeat_interleave(q, dim=1), padding)
         attended = attended.permute(1, 2, 0).reshape(b * q, -1, height, width)
 
         # text attends to the time-averaged projected visual tokens: [H*W, B, C]

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -76,15 +76,19 @@ class PromptTokenHook:
 
 class RawMaskHook:
     """Forward hook on the mask decoder: its low-res mask logits before the object-score gating, kept
-    while `keeping()` says so (training)."""
+    while `keeping` is set (the model sets it with its training mode).
 
-    def __init__(self, mask_decoder: nn.Module, keeping: Callable[[], bool]):
+    The model sets the flag rather than the hook asking the model: a reference to the model here would make
+    a cycle (model -> decoder -> hook -> model) that only Python's cyclic collector frees, and the model's
+    memory (GPU memory on a GPU) with it."""
+
+    def __init__(self, mask_decoder: nn.Module, keeping: bool):
         self.low_res_logits: Tensor | None = None
-        self._keeping = keeping
+        self.keeping = keeping
         self._handle = mask_decoder.register_forward_hook(self._capture)
 
     def _capture(self, module: nn.Module, inputs: tuple, output: tuple) -> None:
-        if self._keeping():
+        if self.keeping:
             self.low_res_logits = output[0]  # [B, 1, S/4, S/4] with multimask_output=False
 
     def pop(self) -> Tensor:

@@ -31,19 +31,27 @@ VerbTagger = Callable[[str], Sequence[tuple[int, int]]]  # text -> character spa
 
 @dataclass
 class TextQuery:
-    """A tokenised referring expression (batch of one)."""
+    """A tokenised referring expression (batch of one), maybe padded at the end to a fixed length."""
 
     text: str
     input_ids: Tensor  # [1, L]
-    attention_mask: Tensor  # [1, L]
+    attention_mask: Tensor  # [1, L], 0 at padding
     verb_tokens: Tensor | None = None  # [1, L] bool, for the motion prompt
     # [1, L, C_text] states after the text layers that precede the first fusion (`Samwise.encode_query`)
     unfused_states: Tensor | None = None
+    padded: bool = False  # tokenised to a fixed length: attention keeps the padding out (a static flag,
+    # so that an unpadded query runs exactly the release's arithmetic)
+
+    @property
+    def padding_mask(self) -> Tensor | None:
+        """[1, L] bool, True at padding; None for an unpadded query."""
+        return self.attention_mask == 0 if self.padded else None
 
     def to(self, device: torch.device | str) -> "TextQuery":
         verbs = None if self.verb_tokens is None else self.verb_tokens.to(device)
         states = None if self.unfused_states is None else self.unfused_states.to(device)
-        return TextQuery(self.text, self.input_ids.to(device), self.attention_mask.to(device), verbs, states)
+        return TextQuery(self.text, self.input_ids.to(device), self.attention_mask.to(device), verbs, states,
+                         self.padded)
 
 
 @dataclass
@@ -147,7 +155,7 @@ class Samwise(nn.Module):
         self.cme = ConditionalMemoryEncoder(hidden)
 
         self._prompt_hook = PromptTokenHook(self.sam.sam_prompt_encoder)
-        self._raw_masks = RawMaskHook(self.sam.sam_mask_decoder, keeping=lambda: self.training)
+        self._raw_masks = RawMaskHook(self.sam.sam_mask_decoder, keeping=self.training)
         self.precision = "fp32"  # compute precision for callers that autocast (the weights stay float32)
 
     # ---- construction from files ----------------------------------------------------------------
@@ -204,6 +212,11 @@ class Samwise(nn.Module):
         ckpt.load_state_strict(model, state, f"model directory {directory}")
         return model.prepare(device, dtype)
 
+    def train(self, mode: bool = True) -> "Samwise":
+        super().train(mode)
+        self._raw_masks.keeping = mode  # training runs on the ungated logits, as the release does
+        return self
+
     def prepare(self, device="cpu", dtype="fp32") -> "Samwise":
         """Move to `device`, set the compute precision, switch to inference mode."""
         if dtype not in PRECISIONS:
@@ -254,17 +267,31 @@ class Samwise(nn.Module):
 
     # ---- text ---------------------------------------------------------------------------------
 
-    def tokenize(self, text: str) -> TextQuery:
+    @property
+    def max_query_tokens(self) -> int:
+        """The most tokens (with the special ones) the text encoder takes."""
+        return self.text_encoder.model.config.max_position_embeddings - 2
+
+    def tokenize(self, text: str, pad_to: int | None = None) -> TextQuery:
+        """The query's tokens; `pad_to` pads them at the end to that many (a compiled step's fixed length:
+        the padding changes no result)."""
         if self.tokenizer is None:
             raise RuntimeError("this model has no tokenizer: pass tokenizer= when building or loading it")
         encoding = self.tokenizer(text, add_special_tokens=True, padding=True, return_tensors="pt",
                                   return_offsets_mapping=self.motion_prompt is not None)
-        input_ids = encoding["input_ids"]
-        limit = self.text_encoder.model.config.max_position_embeddings - 2
-        if input_ids.shape[1] > limit:
-            raise ValueError(f"the query has {input_ids.shape[1]} tokens; this text encoder takes at most {limit}")
+        input_ids, attention_mask = encoding["input_ids"], encoding["attention_mask"]
+        length = input_ids.shape[1]
+        if length > self.max_query_tokens:
+            raise ValueError(f"the query has {length} tokens; this text encoder takes at most {self.max_query_tokens}")
         verbs = self._verb_tokens(text, encoding["offset_mapping"][0]) if self.motion_prompt is not None else None
-        return TextQuery(text, input_ids, encoding["attention_mask"], verbs).to(self.device)
+        if pad_to is not None:
+            if pad_to < length:
+                raise ValueError(f"cannot pad a query of {length} tokens to {pad_to}")
+            padding = (0, pad_to - length)
+            input_ids = F.pad(input_ids, padding, value=self.tokenizer.pad_token_id)
+            attention_mask = F.pad(attention_mask, padding, value=0)
+            verbs = None if verbs is None else F.pad(verbs, padding, value=False)
+        return TextQuery(text, input_ids, attention_mask, verbs, padded=pad_to is not None).to(self.device)
 
     def _verb_tokens(self, text: str, offsets: Tensor) -> Tensor:
         if self.verb_tagger is None:
@@ -318,7 +345,7 @@ class Samwise(nn.Module):
             if first_layer < text_bounds[segment + 1]:
                 text = self.text_encoder.run_layers(text, first_layer, text_bounds[segment + 1], query.attention_mask)
             if segment in self.config.fusion_stages:
-                vis, text = self._fuse(segment, vis, text, context)
+                vis, text = self._fuse(segment, vis, text, query.padding_mask, context)
             levels.append(vis.permute(0, 3, 1, 2))
 
         text_state = self.text_encoder.sentence_state(text, query.input_ids).repeat_interleave(num_frames, 0)
@@ -334,14 +361,17 @@ class Samwise(nn.Module):
         size = self.image_size
         return F.pad(frames, (0, size - frames.shape[-1], 0, size - frames.shape[-2]))
 
-    def _fuse(self, segment: int, vis: Tensor, text: Tensor, context: FusionContext | None) -> tuple[Tensor, Tensor]:
-        """Add the segment's adapter residuals to the visual ([T, H, W, C]) and text ([1, L, C]) states."""
+    def _fuse(self, segment: int, vis: Tensor, text: Tensor, text_padding: Tensor | None,
+              context: FusionContext | None) -> tuple[Tensor, Tensor]:
+        """Add the segment's adapter residuals to the visual ([T, H, W, C]) and text ([1, L, C]) states;
+        `text_padding` ([1, L] bool) marks padded text positions, which the visual tokens do not attend to."""
         adapter = self.adapters[self.config.fusion_stages.index(segment)]
         adapter_input = vis.permute(0, 3, 1, 2)
         if context is None:
-            vis_residual, text_residual = adapter(adapter_input, text, vis.shape[0])
+            vis_residual, text_residual = adapter(adapter_input, text, vis.shape[0], text_padding)
         else:
-            vis_residual, text_residual, projected = adapter.forward_newest(adapter_input, text, context.past(segment))
+            vis_residual, text_residual, projected = adapter.forward_newest(adapter_input, text, context.past(segment),
+                                                                            text_padding)
             context.push(segment, projected)
         return vis + vis_residual.permute(0, 2, 3, 1), text + text_residual
 

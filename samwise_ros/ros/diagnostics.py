@@ -1,6 +1,6 @@
 """What the node reports on /diagnostics about once a second: rates, latencies, dropped and rejected
-frames, and a level: WARN while frames are rejected or fail, ERROR once none has been processed for
-STALLED_S."""
+frames, and a level: while the node is active, ERROR once no frame has been processed for STALLED_S
+(none arrives, or one is stuck in inference), else WARN while frames are rejected or fail."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
-STALLED_S = 5.0  # problems with no frame processed for this long are an error, not a warning
+STALLED_S = 5.0  # an active node that has processed no frame for this long reports an error
 
 
 @dataclass(frozen=True)
@@ -28,21 +28,23 @@ class ProcessingStats:
     def __init__(self, clock=time.monotonic):
         self._clock = clock
         self._lock = threading.Lock()
-        self._period_start = self._last_processed = clock()
+        self._period_start = self._last_processed = self._last_received = clock()
+        self._inference_started: float | None = None  # while a frame is in inference
         self.received = self.rejected = self.processed = self.results = self.errors = 0  # totals
-        self.ignored = 0  # frames that arrived while the node was inactive
         self._period_results = self._period_rejected = self._period_errors = 0
         self._last_rejection = ""
         self._stamp_latencies: list[float] = []  # seconds, image stamp -> publish
         self._receive_latencies: list[float] = []  # seconds, image received -> publish
 
+    def activated(self) -> None:
+        """Processing starts (again): the time without frames counts from now."""
+        with self._lock:
+            self._last_processed = self._last_received = self._clock()
+
     def frame_received(self) -> None:
         with self._lock:
             self.received += 1
-
-    def frame_ignored(self) -> None:
-        with self._lock:
-            self.ignored += 1
+            self._last_received = self._clock()
 
     def frame_rejected(self, reason: str) -> None:
         with self._lock:
@@ -50,10 +52,17 @@ class ProcessingStats:
             self._period_rejected += 1
             self._last_rejection = reason
 
-    def frame_processed(self) -> None:
+    def inference_started(self) -> None:
+        """The model takes a frame (counted as processed from here)."""
         with self._lock:
             self.processed += 1
+            self._inference_started = self._clock()
+
+    def inference_done(self) -> None:
+        """The frame taken by inference_started is done (its results published, or it failed)."""
+        with self._lock:
             self._last_processed = self._clock()
+            self._inference_started = None
 
     def error(self) -> None:
         with self._lock:
@@ -69,8 +78,9 @@ class ProcessingStats:
                 self._stamp_latencies.append(stamp_latency)
             self._receive_latencies.append(receive_latency)
 
-    def report(self, dropped: int) -> Report:
-        """The figures as diagnostic key/values, with the level they call for; starts a new period."""
+    def report(self, dropped: int, active: bool) -> Report:
+        """The figures as diagnostic key/values, with the level they call for (an inactive node is idle on
+        purpose: no error for its silence); starts a new period."""
         with self._lock:
             now = self._clock()
             elapsed = max(now - self._period_start, 1e-9)
@@ -82,30 +92,40 @@ class ProcessingStats:
                 "latency receive to publish p50 (ms)": _milliseconds(receive, np.median),
                 "frames received": str(self.received),
                 "frames rejected": str(self.rejected),
-                "frames ignored (inactive)": str(self.ignored),
                 "frames processed": str(self.processed),
                 "results published": str(self.results),
                 "dropped frames": str(dropped),
                 "errors": str(self.errors),
             }
-            level, problem = self._health(now)
+            level, problem = self._health(now, active)
             self._period_start, self._period_results = now, 0
             self._period_rejected = self._period_errors = 0
             self._stamp_latencies, self._receive_latencies = [], []
         return Report(values, level, problem)
 
-    def _health(self, now: float) -> tuple[bytes, str]:
+    def _health(self, now: float, active: bool) -> tuple[bytes, str]:
         problems = []
         if self._period_rejected:
             problems.append(f"{self._period_rejected} frames rejected ({self._last_rejection})")
         if self._period_errors:
             problems.append(f"{self._period_errors} frames failed")
-        if not problems:
-            return DiagnosticStatus.OK, ""
+        stalled = self._stall(now) if active else ""
+        if stalled:
+            return DiagnosticStatus.ERROR, "; ".join([stalled, *problems])
+        if problems:
+            return DiagnosticStatus.WARN, "; ".join(problems)
+        return DiagnosticStatus.OK, ""
+
+    def _stall(self, now: float) -> str:
+        """Why no frame has been processed for STALLED_S, or ""."""
+        if self._inference_started is not None and now - self._inference_started >= STALLED_S:
+            return f"one frame has been in inference for {now - self._inference_started:.0f} s"
         idle = now - self._last_processed
-        if idle >= STALLED_S:
-            return DiagnosticStatus.ERROR, f"no frame processed for {idle:.0f} s: {'; '.join(problems)}"
-        return DiagnosticStatus.WARN, "; ".join(problems)
+        if self._inference_started is not None or idle < STALLED_S:
+            return ""
+        if now - self._last_received >= STALLED_S:
+            return f"no frame processed for {idle:.0f} s: no image received for {now - self._last_received:.0f} s"
+        return f"no frame processed for {idle:.0f} s"
 
 
 def _milliseconds(seconds: list[float], statistic) -> str:

@@ -1,8 +1,11 @@
 """samwise_node: text-driven video segmentation as a ROS 2 node (the contract: docs/ros-interface.md).
 
-A managed (lifecycle) node: configure loads the model and opens the topics and services, activate
-starts processing frames, deactivate stops it (the model stays loaded), cleanup frees the model, shutdown
-ends. With the `autostart` parameter (default true) the node walks to active by itself at start-up.
+A managed (lifecycle) node: configure loads the model (with `compile`, compiles its steady step for every
+query length) and opens the outputs, the query topic and the services; activate subscribes the sensor
+topics and processes frames; deactivate unsubscribes them (the model stays loaded); cleanup frees the
+model; shutdown ends. The tracked query survives cleanup and configure. Structural parameters change
+only while unconfigured and apply at the next configure. With `autostart` (default true) the node walks
+to active by itself at start-up.
 
 Threads. The executor runs the callbacks, which only convert and hand over: the newest frame goes
 into a bounded WorkQueue (older waiting frames are dropped and counted), a query or a reset becomes a
@@ -29,15 +32,14 @@ from types import SimpleNamespace
 from typing import Any, Callable
 
 import numpy as np
-import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 from std_srvs.srv import Trigger
@@ -47,12 +49,16 @@ from ..depth import DepthPairing, camera_info_to_intrinsics
 from ..images import ImageError, check_image_size, compressed_to_rgb, depth_to_array, image_to_rgb
 from ..messages import build, stamp_to_ns
 from ..overlay import draw_overlay
-from ..params import model_from_parameters, tracker_from_parameters
-from ..session import OUTPUT_TOPICS, Notice, Publication, QueryRejected, StreamFrame, StreamSession, check_query
+from ..params import PARAMETERS
+from ..result_messages import OUTPUT_TOPICS
+from ..runtime import model_from_parameters, tracker_from_parameters
+from ..session import Notice, Publication, QueryRejected, StreamFrame, StreamSession, check_query
+from ..tracker import Tracker, release_compiled_steps
 from .conversions import array_to_image, message_class, ros_message
 from .diagnostics import ProcessingStats, make_status
+from .executable import run_executable
 from .parameters import declare_parameters, validate_changes
-from .spinning import sigterm_interrupts, spin_until_signal
+from .spinning import interruptible, stop_requested
 from .work_queue import WorkQueue
 
 NODE_NAME = "samwise"
@@ -66,17 +72,48 @@ RELIABILITY = {
 }
 
 
+SUBSCRIBED = {  # topic: what the node reads from it
+    "image": "sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8), with image_transport:=raw",
+    "image/compressed": "sensor_msgs/CompressedImage, with image_transport:=compressed",
+    "depth": "sensor_msgs/Image (16UC1, 32FC1) aligned to the colour image, with use_depth:=true",
+    "camera_info": "sensor_msgs/CameraInfo of the depth image, with use_depth:=true",
+    "text_query": "std_msgs/String: track exactly this expression (the same text again changes nothing)",
+}
+PUBLISHED = {  # topic: what the node writes on it
+    "mask": "sensor_msgs/Image mono8 for every processed frame, at the image's size",
+    "result": "samwise_ros/Segmentation for every processed frame",
+    "centroid": "geometry_msgs/PointStamped, with a 3-D centroid",
+    "markers": "visualization_msgs/MarkerArray, with a 3-D centroid (rviz)",
+    "cme_switch": "samwise_ros/CmeSwitch when the CME redirects the memory",
+    "overlay": "sensor_msgs/Image bgr8, with publish_overlay:=true",
+    "/diagnostics": "diagnostic_msgs/DiagnosticArray, about once a second",
+}
+SERVICES = {"~/reset": "std_srvs/Trigger: clear the stream state, keep the query"}
+
+
+def usage() -> str:
+    """samwise_node --help: how to start it, its parameters and its topics."""
+    lines = ["usage: samwise_node [-h] [--ros-args -p NAME:=VALUE ... --params-file FILE -r TOPIC:=NEW ...]", "",
+             "Text-driven video segmentation (SAMWISE) as a managed ROS 2 node: an image stream and a referring",
+             "expression in, the object's mask, box and centroid out.", "", "parameters (config/samwise.yaml):"]
+    for spec in PARAMETERS:
+        default = repr(spec.default) if isinstance(spec.default, str) else str(spec.default).lower()
+        applies = "at once" if spec.dynamic else "at configure"
+        lines.append(f"  {spec.name} (default {default}, {applies}): {spec.description}")
+    for title, table in (("subscribes", SUBSCRIBED), ("publishes", PUBLISHED), ("services", SERVICES)):
+        lines += ["", f"{title}:", *(f"  {name}: {meaning}" for name, meaning in table.items())]
+    return "\n".join(lines)
+
+
 class StartupError(Exception):
     """The node cannot start (bad parameter, checkpoint, device); the text is the one line shown."""
 
 
 @dataclass
 class LoadedTracker:
-    """What the node runs: a StreamTracker, or anything with its `set_query`, `reset`, `push`,
-    `pending_frames`, `mask_threshold`, `compile` and `compiled_step_active`; and the words diagnostics
-    use to describe it."""
+    """What the node runs, and the words diagnostics use to describe it."""
 
-    tracker: Any
+    tracker: Tracker
     device: str
     precision: str
     model: str
@@ -85,11 +122,15 @@ class LoadedTracker:
 TrackerFactory = Callable[[SimpleNamespace], LoadedTracker]
 
 
-def compiled_step_state(tracker) -> str:
+def compiled_step_state(tracker: Tracker) -> str:
     """The diagnostics' word on the compiled step (the `compile` parameter)."""
     if not tracker.compile:
         return "off"
-    return "active" if tracker.compiled_step_active else "on, not active yet (the stream's first frames run eagerly)"
+    ready = (f"compiled at configure ({tracker.compile_seconds:.0f} s) for queries of up to "
+             f"{tracker.token_lengths[-1]} tokens")
+    if tracker.compiled_step_active:
+        return f"{ready}: active"
+    return f"{ready}: not active yet (a stream's first frames run eagerly)"
 
 
 def load_tracker(settings: SimpleNamespace) -> LoadedTracker:
@@ -116,31 +157,43 @@ class SamwiseNode(LifecycleNode):
         self.configure_error = ""  # why the last configure failed
         self._accepting_frames = False  # active: the image callbacks hand frames to the worker
         self._opened: list[tuple[Any, Callable[[Any], Any]]] = []  # (entity, its destroyer): configure's
+        self._sensors: list[Any] = []  # the sensor subscriptions, open while active
         self.settings = declare_parameters(self)
-        self.add_on_set_parameters_callback(validate_changes)
+        self.tracked_query = self.settings.query  # what the next configure tracks: kept across cleanup
+        self.add_on_set_parameters_callback(self._check_parameter_changes)
         self.add_post_set_parameters_callback(self._on_parameters_set)
 
     # ---- lifecycle transitions -------------------------------------------------------------------
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
-            self._configure()
+            with interruptible():  # loading and compiling take minutes: a stop signal must not wait
+                self._configure()
         except Exception as error:  # any reason: the node stays unconfigured and says why
+            if stop_requested():  # the signal landed in native code, which failed with it
+                self._release()
+                raise KeyboardInterrupt from error
             self.configure_error = str(error).splitlines()[0] if str(error) else type(error).__name__
             if not self.settings.autostart:  # at start-up, the one line is main's "cannot start"
                 self.get_logger().error(f"cannot configure: {self.configure_error}")
             self._release()
             return TransitionCallbackReturn.FAILURE
+        except BaseException:  # stopped while configuring
+            self._release()
+            raise
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._subscribe_sensors()
+        self._stats.activated()
         self._accepting_frames = True
         self.get_logger().info("active: processing frames")
         return super().on_activate(state)  # enables the publishers
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._accepting_frames = False
-        self.get_logger().info("inactive: frames are ignored, the model stays loaded")
+        self._unsubscribe_sensors()
+        self.get_logger().info("inactive: the sensor topics are unsubscribed, the model stays loaded")
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -154,18 +207,20 @@ class SamwiseNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _configure(self) -> None:
-        """Build the tracker, then open the topics and start the worker."""
+        """Build the tracker, then open the outputs and the control topics and start the worker."""
         try:
-            initial_query = check_query(self.settings.query, self.settings.max_query_chars)
+            initial_query = check_query(self.tracked_query, self.settings.max_query_chars)
         except QueryRejected as error:
             raise StartupError(f"parameter query: {error}") from None
+        if self.settings.compile:
+            self.get_logger().info("compiling the steady step for every query length (minutes on a CPU)")
         self._loaded = self._tracker_factory(self.settings)
         self._depth = DepthPairing()  # filled by the depth callbacks, read by the worker
         self._session = StreamSession(self._loaded.tracker, self.settings, self._depth)  # the worker's
         self._queue = WorkQueue(self.settings.queue_depth)
         self._stats = ProcessingStats()
         self._create_publishers()
-        self._create_subscriptions_and_services()
+        self._create_control()
         if initial_query:
             self._queue.put_command(partial(self._apply_query, initial_query))
         self._worker = threading.Thread(target=self._work, name="samwise-worker", daemon=True)
@@ -173,16 +228,21 @@ class SamwiseNode(LifecycleNode):
         self.get_logger().info(
             f"ready: model {self._loaded.model} on {self._loaded.device} ({self._loaded.precision}), "
             f"mode {self.settings.mode}, {self.settings.image_transport} images, "
-            f"{self.settings.image_reliability} QoS, depth {'on' if self.settings.use_depth else 'off'}")
+            f"{self.settings.image_reliability} QoS, depth {'on' if self.settings.use_depth else 'off'}, "
+            f"compiled step {compiled_step_state(self._loaded.tracker)}")
 
     def _release(self) -> None:
         """Stop the worker, close what configure opened and drop the model (returning GPU memory)."""
         self.stop()
+        self._unsubscribe_sensors()
         for entity, destroy in reversed(self._opened):
             destroy(entity)
         self._opened.clear()
+        compiled = hasattr(self, "_loaded") and self._loaded.tracker.compile
         for name in ("_worker", "_queue", "_session", "_loaded", "_depth", "_stats"):
             self.__dict__.pop(name, None)
+        if compiled:
+            release_compiled_steps()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
@@ -217,29 +277,36 @@ class SamwiseNode(LifecycleNode):
         self._diagnostics_pub = self._open(self.create_publisher(DiagnosticArray, "/diagnostics", 10),
                                            self.destroy_publisher)
 
-    def _create_subscriptions_and_services(self) -> None:
-        settings = self.settings
-        sensors = sensor_qos(settings.image_reliability, settings.queue_depth)
-        # images one at a time; depth beside them; the control path (query, reset, diagnostics) in a
-        # group of its own so it is never queued behind sensor callbacks
-        images, depth = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
+    def _create_control(self) -> None:
+        """The query topic, the reset service and the diagnostics timer, in a callback group of their own so
+        that they are never queued behind sensor callbacks; open from configure to cleanup."""
         control = ReentrantCallbackGroup()
-        def subscribe(msg_type, topic, callback, qos, group):
-            self._open(self.create_subscription(msg_type, topic, callback, qos, callback_group=group),
-                       self.destroy_subscription)
-
-        if settings.image_transport == "compressed":
-            subscribe(CompressedImage, "image/compressed", self._on_compressed_image, sensors, images)
-        else:
-            subscribe(Image, "image", self._on_image, sensors, images)
-        if settings.use_depth:
-            subscribe(Image, "depth", self._on_depth, sensors, depth)
-            subscribe(CameraInfo, "camera_info", self._on_camera_info, sensors, depth)
-        subscribe(String, "text_query", self._on_text_query, 10, control)
+        self._open(self.create_subscription(String, "text_query", self._on_text_query, 10, callback_group=control),
+                   self.destroy_subscription)
         self._open(self.create_service(Trigger, "~/reset", self._on_reset, callback_group=control),
                    self.destroy_service)
-        self._open(self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics, callback_group=control),
-                   self.destroy_timer)
+        # on the steady clock: with use_sim_time and no /clock, ROS time stands still, diagnostics must not
+        self._open(self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics, callback_group=control,
+                                     clock=Clock(clock_type=ClockType.STEADY_TIME)), self.destroy_timer)
+
+    def _subscribe_sensors(self) -> None:
+        """The image (and depth) subscriptions, open while the node is active: DDS delivers no frame to an
+        inactive node. Images one at a time, depth beside them."""
+        settings = self.settings
+        sensors = sensor_qos(settings.image_reliability, settings.queue_depth)
+        images, depth = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
+        subscriptions = [(CompressedImage, "image/compressed", self._on_compressed_image, images)
+                         if settings.image_transport == "compressed" else (Image, "image", self._on_image, images)]
+        if settings.use_depth:
+            subscriptions += [(Image, "depth", self._on_depth, depth),
+                              (CameraInfo, "camera_info", self._on_camera_info, depth)]
+        self._sensors = [self.create_subscription(msg_type, topic, callback, sensors, callback_group=group)
+                         for msg_type, topic, callback, group in subscriptions]
+
+    def _unsubscribe_sensors(self) -> None:
+        for subscription in self._sensors:
+            self.destroy_subscription(subscription)
+        self._sensors = []
 
     # ---- callbacks (executor threads): convert and hand over, nothing slow --------------------------
 
@@ -261,8 +328,7 @@ class SamwiseNode(LifecycleNode):
 
     def _accept_frame(self, msg: Image | CompressedImage, topic: str,
                       to_rgb: Callable[[Any], np.ndarray]) -> None:
-        if not self._accepting_frames:  # inactive
-            self._stats.frame_ignored()
+        if not self._accepting_frames:  # delivered while deactivating
             return
         received = time.monotonic()
         self._stats.frame_received()
@@ -299,20 +365,28 @@ class SamwiseNode(LifecycleNode):
         response.message = "stream state cleared before the next frame; the query is kept"
         return response
 
+    def _check_parameter_changes(self, parameters) -> SetParametersResult:
+        """Values within their constraints; structural ones only while unconfigured (they apply at the next
+        configure)."""
+        state = self._state_machine.current_state[1]
+        return validate_changes(parameters, configurable=state == "unconfigured")
+
     def _on_parameters_set(self, parameters) -> None:
-        # already validated (validate_changes); the worker reads `settings` for every frame
+        # already validated; the worker reads the dynamic ones for every frame, configure the others
         for parameter in parameters:
             setattr(self.settings, parameter.name, parameter.value)
+            if parameter.name == "query":
+                self.tracked_query = parameter.value
 
     def _publish_diagnostics(self) -> None:
-        report = self._stats.report(dropped=self._queue.dropped)
+        report = self._stats.report(dropped=self._queue.dropped, active=self._accepting_frames)
         values = dict(report.values, device=self._loaded.device, precision=self._loaded.precision,
                       model=self._loaded.model, mode=self.settings.mode, query=self._session.query)
         values["compiled step"] = compiled_step_state(self._loaded.tracker)
         query = self._session.query
         message = report.problem or (f"tracking {query!r}" if query else "waiting for a query")
         if not self._accepting_frames:
-            message = f"inactive (lifecycle): frames are ignored; {message}"
+            message = f"inactive (lifecycle): the sensor topics are unsubscribed; {message}"
         status = make_status(f"{self.get_fully_qualified_name()}: segmentation", self._loaded.device, values,
                              report.level, message)
         self._diagnostics_pub.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()),
@@ -334,13 +408,21 @@ class SamwiseNode(LifecycleNode):
             self._say(self._session.set_query(text))
         except QueryRejected as rejection:
             self._say(rejection.notice)
+            return
+        self.tracked_query = self._session.query
 
     def _apply_reset(self) -> None:
         self._session.reset()
         self.get_logger().info("stream state reset")
 
     def _process(self, frame: StreamFrame) -> None:
-        self._stats.frame_processed()
+        self._stats.inference_started()
+        try:
+            self._infer_and_publish(frame)
+        finally:
+            self._stats.inference_done()
+
+    def _infer_and_publish(self, frame: StreamFrame) -> None:
         try:
             publications = self._session.push(frame)
         except torch.OutOfMemoryError:
@@ -375,8 +457,10 @@ class SamwiseNode(LifecycleNode):
 
     # ---- logging ---------------------------------------------------------------------------------
 
-    def _say(self, notice: Notice) -> None:
+    def _say(self, notice: Notice | None) -> None:
         """An info notice as it comes (the session says each once); a problem throttled by its kind."""
+        if notice is None:
+            return
         if notice.level == "info":
             self.get_logger().info(notice.text)
         else:
@@ -422,30 +506,7 @@ def autostart(node: SamwiseNode) -> None:
 
 
 def main(argv: list[str] | None = None, tracker_factory: TrackerFactory | None = None) -> int:
-    # rclpy's signal handlers would shut the context down under the worker, whose next publish then
-    # fails: a signal only stops the spin (spin_until_signal), and everything is torn down in order
-    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
-    try:
-        with sigterm_interrupts():  # loading the model ends on SIGTERM as on Ctrl-C
-            node = create_node(tracker_factory)
-    except StartupError as error:
-        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {error}")
-        rclpy.try_shutdown()
-        return 1
-    except KeyboardInterrupt:  # stopped while loading the model
-        rclpy.try_shutdown()
-        return 0
-    # inference runs on the worker thread, so one executor thread serves every callback promptly; rclpy's
-    # MultiThreadedExecutor would only add overhead (measured: 720p image-to-mask p50 11 ms vs 4.5 ms)
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        spin_until_signal(executor)
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_executable(NODE_NAME, argv, usage(), partial(create_node, tracker_factory), (StartupError,))
 
 
 if __name__ == "__main__":

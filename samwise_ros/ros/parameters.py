@@ -1,8 +1,10 @@
 """The node's parameters through rclpy: the table of samwise_ros/params.py declared with descriptors,
 and its constraints enforced on `ros2 param set`.
 
-Read-only parameters are fixed at start-up (set them with `--ros-args -p name:=value` or a parameters
-file); dynamic ones can change at run time (`ros2 param set /samwise mask_threshold 0.7`).
+Dynamic parameters change at any time (`ros2 param set /samwise mask_threshold 0.7`). Structural ones
+shape the model, the tracker and the subscriptions: they change only while the node is unconfigured
+and apply at the next configure (as with yolo_ros and Isaac ROS, a managed node's way to change them
+without a restart).
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from ..params import PARAMETERS, PARAMETERS_BY_NAME, ParameterSpec
 
 
 def descriptor(spec: ParameterSpec) -> ParameterDescriptor:
-    return ParameterDescriptor(description=spec.description, additional_constraints=spec.constraint_text,
-                               read_only=not spec.dynamic)
+    applies = "applies at once" if spec.dynamic else "applies at configure (set it while unconfigured)"
+    constraints = f"{spec.constraint_text}; {applies}" if spec.constraint_text else applies
+    return ParameterDescriptor(description=spec.description, additional_constraints=constraints)
 
 
 def declare_parameters(node: Node) -> SimpleNamespace:
@@ -34,12 +37,16 @@ def declare_parameters(node: Node) -> SimpleNamespace:
     return settings
 
 
-def validate_changes(parameters: list[Parameter]) -> SetParametersResult:
-    """An on-set-parameters callback: refuses values outside a parameter's constraint (rclpy itself
-    refuses read-only parameters and type changes)."""
+def validate_changes(parameters: list[Parameter], configurable: bool) -> SetParametersResult:
+    """What an on-set-parameters callback answers: values outside a parameter's constraint are refused, and
+    structural ones unless `configurable` (the node is unconfigured); rclpy itself refuses type changes."""
     for parameter in parameters:
         spec = PARAMETERS_BY_NAME.get(parameter.name)
-        problem = spec.problem(parameter.value) if spec is not None else None
+        if spec is None:
+            continue
+        problem = spec.problem(parameter.value)
+        if problem is None and not (spec.dynamic or configurable):
+            problem = f"{spec.name} applies at configure: deactivate and clean up first"
         if problem:
             return SetParametersResult(successful=False, reason=problem)
     return SetParametersResult(successful=True)

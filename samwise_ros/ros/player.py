@@ -13,18 +13,15 @@ from typing import Iterator
 
 import cv2
 import numpy as np
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from ..data.synthetic import demo_scene
 from .conversions import array_to_image
-from .spinning import spin_until_signal
+from .executable import run_executable
 
 END_OF_VIDEO = "end of the video"  # logged after the last frame when not looping
 
@@ -36,6 +33,15 @@ PARAMETERS = {  # name: (default, description)
     "scene_frames": (48, "length of the synthetic scene in frames"),
     "wait_for_subscribers": (0, "hold the first frame until this many subscribers listen (0: start at once)"),
 }
+
+
+def usage() -> str:
+    """samwise_player --help."""
+    lines = ["usage: samwise_player [-h] [--ros-args -p NAME:=VALUE ... -r image:=TOPIC]", "",
+             "Publishes a video (the bundled synthetic scene by default) as a camera: sensor_msgs/Image bgr8 on",
+             "`image`, stamped with the time of publishing.", "", "parameters:"]
+    lines += [f"  {name} (default {default!r}): {description}" for name, (default, description) in PARAMETERS.items()]
+    return "\n".join(lines)
 
 
 def synthetic_frames(count: int) -> list[np.ndarray]:
@@ -109,22 +115,7 @@ class Player(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)  # spin_until_signal handles them
-    try:
-        player = Player()
-    except ValueError as error:
-        rclpy.logging.get_logger("samwise_player").fatal(f"cannot start: {error}")
-        rclpy.try_shutdown()
-        return 1
-    executor = SingleThreadedExecutor()
-    executor.add_node(player)
-    try:
-        spin_until_signal(executor)
-    finally:
-        executor.shutdown()
-        player.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_executable("samwise_player", argv, usage(), Player, (ValueError,))
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from ..ros.demo_pipeline import DemoError, run_pipeline  # rclpy: only once the arguments are fine
+    from .demo_pipeline import DemoError, run_pipeline  # rclpy: only once the arguments are fine
 
     scene = demo_scene()
     rendered = list(scene.frames(args.frames))

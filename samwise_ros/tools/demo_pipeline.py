@@ -11,14 +11,11 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import signal
-import subprocess
 import sys
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import rclpy
@@ -29,7 +26,8 @@ from sensor_msgs.msg import Image
 from samwise_ros.msg import CmeSwitch, Segmentation
 
 from ..params import default_parameters_file
-from .player import END_OF_VIDEO
+from ..ros.player import END_OF_VIDEO
+from .processes import ChildProcess, ProcessStopError, ros_arguments
 
 NAMESPACE = "/samwise_demo"
 CAMERA = {"image": "camera/image"}  # the topic between player and node, as in demo.launch.py
@@ -134,64 +132,13 @@ def pipeline_environment() -> dict[str, str]:
     return environment
 
 
-def ros_arguments(namespace: str, params_file: Path | None = None, remappings: dict[str, str] | None = None,
-                  **parameters) -> list[str]:
-    """--ros-args: the namespace, remappings, a parameters file, then single parameters (which override
-    the file)."""
-    arguments = ["--ros-args", "-r", f"__ns:={namespace}"]
-    for source, target in (remappings or {}).items():
-        arguments += ["-r", f"{source}:={target}"]
-    if params_file is not None:
-        arguments += ["--params-file", str(params_file)]
-    for name, value in parameters.items():
-        text = str(value).lower() if isinstance(value, bool) else str(value) or "''"
-        arguments += ["-p", f"{name}:={text}"]
-    return arguments
-
-
-class Process:
-    """A child process whose last output lines are kept for error messages."""
-
-    def __init__(self, name: str, command: list[str], environment: dict[str, str]):
-        self.name = name
-        self.popen = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, text=True, bufsize=1)
-        self.lines: deque[str] = deque(maxlen=20)
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.popen.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def running(self) -> bool:
-        return self.popen.poll() is None
-
-    def stop(self) -> None:
-        if self.running():
-            self.popen.send_signal(signal.SIGINT)
-            try:
-                self.popen.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                # said, not hidden: a killed process leaves its Fast DDS segments in /dev/shm
-                print(f"{self.name} did not stop within {STOP_TIMEOUT_S:g} s of SIGINT; killed "
-                      f"(last output: {self.last_line()})", file=sys.stderr)
-                self.popen.kill()
-                self.popen.wait()
-
-    def said(self, text: str) -> bool:
-        return any(text in line for line in list(self.lines))
-
-    def last_line(self) -> str:
-        return next((line for line in reversed(self.lines) if line.strip()), "(no output)")
-
-
 def run_pipeline(scene_bgr: list[np.ndarray], node_parameters: dict, rate: float) -> Recording:
     """Start samwise_node, wait until it listens, play the scene once at `rate`, and record."""
     environment = pipeline_environment()
     os.environ.update({name: environment[name] for name in
                        ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", "FASTDDS_DEFAULT_PROFILES_FILE")})
     node_arguments = ros_arguments(NAMESPACE, default_parameters_file(), CAMERA, **node_parameters)
-    node = Process("samwise_node", [sys.executable, "-m", "samwise_ros.ros.node", *node_arguments], environment)
+    node = ChildProcess("samwise_node", [sys.executable, "-m", "samwise_ros.ros.node", *node_arguments], environment)
     recorder = Recorder(int(environment["ROS_DOMAIN_ID"]), scene_bgr)
     player = None
     try:
@@ -204,7 +151,7 @@ def run_pipeline(scene_bgr: list[np.ndarray], node_parameters: dict, rate: float
             time.sleep(0.1)
         player_arguments = ros_arguments(NAMESPACE, None, CAMERA, rate=float(rate), loop=False,
                                          scene_frames=len(scene_bgr), wait_for_subscribers=2)  # node, recorder
-        player = Process("samwise_player", [sys.executable, "-m", "samwise_ros.ros.player", *player_arguments],
+        player = ChildProcess("samwise_player", [sys.executable, "-m", "samwise_ros.ros.player", *player_arguments],
                          environment)
         deadline = time.monotonic() + len(scene_bgr) / rate + START_TIMEOUT_S
         while not player.said(END_OF_VIDEO) and recorder.recording.frames_published < len(scene_bgr):
@@ -219,5 +166,13 @@ def run_pipeline(scene_bgr: list[np.ndarray], node_parameters: dict, rate: float
     finally:
         for process in (player, node):
             if process is not None:
-                process.stop()
+                stop(process)
         recorder.close()
+
+
+def stop(process: ChildProcess) -> None:
+    """SIGINT, then a kill (said) if it does not stop."""
+    try:
+        process.stop(STOP_TIMEOUT_S)
+    except ProcessStopError as error:
+        print(error, file=sys.stderr)

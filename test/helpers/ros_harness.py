@@ -9,9 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 import random
-import re
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -27,7 +25,7 @@ from std_msgs.msg import Header
 from builtin_interfaces.msg import Time
 
 from samwise_ros.ros.conversions import array_to_image
-from samwise_ros.ros.demo_pipeline import ros_arguments
+from samwise_ros.tools.processes import ChildProcess, ProcessStopError, ros_arguments
 
 REPO = Path(__file__).resolve().parents[2]
 HELPERS_DIR = Path(__file__).resolve().parent
@@ -68,67 +66,25 @@ def node_arguments(namespace: str, **parameters) -> list[str]:
 
 # ---- the node's process ----------------------------------------------------------------------------
 
-class NodeProcess:
-    """A process whose output (stdout and stderr together) is collected line by line."""
+class NodeProcess(ChildProcess):
+    """A node's process (samwise_ros.tools.processes.ChildProcess) and the checks of a clean stop."""
 
     def __init__(self, command: list[str], env: dict[str, str]):
-        self.command = command
-        self.process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, text=True, bufsize=1)
-        self.lines: list[str] = []
-        self._eof = False
-        self._changed = threading.Condition()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            with self._changed:
-                self.lines.append(line.rstrip("\n"))
-                self._changed.notify_all()
-        with self._changed:
-            self._eof = True
-            self._changed.notify_all()
-
-    def mark(self) -> int:
-        """Where the output is now: wait_for_line(..., after=mark) looks only at what comes next."""
-        with self._changed:
-            return len(self.lines)
-
-    def wait_for_line(self, pattern: str, timeout: float = 20.0, after: int = 0) -> str:
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                match = next((line for line in self.lines[after:] if regex.search(line)), None)
-                if match is not None:
-                    return match
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._eof:
-                    raise AssertionError(f"no line matching {pattern!r} within {timeout} s; output:\n{self.tail()}")
-                self._changed.wait(min(remaining, 0.2))
-
-    def tail(self, count: int = 40) -> str:
-        return "\n".join(self.lines[-count:])
+        super().__init__(Path(command[0]).name, command, env)
 
     def shm_segments(self) -> set[str]:
         """The Fast DDS shared-memory segments this process created: those it has mapped, less the
         port files (shared by all participants of the domain) and its peers' segments (mapped here
         too, as readers map the writers' segments)."""
-        return {path for path in mapped_shm_files(self.process.pid) - mapped_shm_files("self")
+        return {path for path in mapped_shm_files(self.pid) - mapped_shm_files("self")
                 if "fastdds_port" not in path}
 
     def stop(self, timeout: float = 30.0, stop_signal: signal.Signals = signal.SIGINT) -> int:
         """SIGINT, as Ctrl-C would (or `stop_signal`): the node must shut down cleanly within `timeout`."""
-        if self.process.poll() is None:
-            self.process.send_signal(stop_signal)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                raise AssertionError(f"the node ignored {stop_signal.name} for {timeout} s; output:\n{self.tail()}")
-        return self.process.returncode
-
+        try:
+            return super().stop(timeout, stop_signal)
+        except ProcessStopError as error:
+            raise AssertionError(f"{error}; output:\n{self.tail()}") from None
 
     def stop_cleanly(self, stop_signal: signal.Signals = signal.SIGINT) -> None:
         """stop(), and check that it was clean: exit status 0, no error or traceback in the whole output,

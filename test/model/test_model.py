@@ -1,5 +1,6 @@
 """The network on its own: sizes, HSA locality, the CME's early pointer, a tiny clip forward."""
 
+import dataclasses
 import re
 
 import pytest
@@ -257,12 +258,12 @@ def full_window_fuse(model, window):
     visual residual."""
     inputs = {}
 
-    def fuse(segment, vis, text, context):
+    def fuse(segment, vis, text, text_padding, context):
         adapter = model.adapters[model.config.fusion_stages.index(segment)]
         past = inputs.setdefault(segment, [])
         past.append(vis.permute(0, 3, 1, 2))
         del past[: max(0, len(past) - window)]
-        vis_residual, text_residual = adapter(torch.cat(past), text, len(past))
+        vis_residual, text_residual = adapter(torch.cat(past), text, len(past), text_padding)
         return vis + vis_residual[-1:].permute(0, 2, 3, 1), text + text_residual
 
     return fuse
@@ -304,3 +305,37 @@ def test_a_query_encoded_once_gives_the_same_clip_features(tiny_model):
     assert torch.equal(plain.text_state, encoded.text_state)
     for a, b in zip(plain.vision_feats, encoded.vision_feats):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("mode", ["clip", "frame"])
+def test_a_query_padded_to_a_fixed_length_gives_the_unpadded_results(tiny_model, mode):
+    """A compiled step's queries are padded to a few token lengths: attention keeps the padding out, so
+    every output equals the unpadded query's (to round-off), the CME's included."""
+    torch.manual_seed(7)
+    frames = torch.randn(10, 3, 128, 112)
+    unpadded = tiny_model.tokenize("the red ball rolling to the left")
+    padded = tiny_model.tokenize("the red ball rolling to the left", pad_to=32)
+    assert padded.input_ids.shape[1] == 32 > unpadded.input_ids.shape[1] and padded.padding_mask.any()
+    assert unpadded.padding_mask is None
+
+    def stream(query):
+        window = 4 if mode == "frame" else None
+        memory = tiny_model.new_stream_memory(window)
+        with torch.inference_mode():
+            query = tiny_model.encode_query(query)
+            if mode == "clip":
+                return [out for start in (0, 5) for out in
+                        tiny_model.forward_clip(frames[start : start + 5], query, range(start, start + 5), memory)]
+            return [tiny_model.forward_clip(frames[i : i + 1], query, [i], memory)[0] for i in range(10)]
+
+    for a, b in zip(stream(padded), stream(unpadded)):
+        torch.testing.assert_close(a.low_res_logits, b.low_res_logits, rtol=0, atol=1e-5)
+        torch.testing.assert_close(a.object_score_logits, b.object_score_logits, rtol=0, atol=1e-5)
+        assert (a.cme_logits is None) == (b.cme_logits is None)
+        if a.cme_logits is not None:
+            torch.testing.assert_close(a.cme_logits, b.cme_logits, rtol=0, atol=1e-5)
+    # without the padding mask the visual tokens attend to the padding: the results move
+    with torch.inference_mode():
+        leaky = tiny_model.encode_clip(frames[:2], dataclasses.replace(padded, padded=False))
+        exact = tiny_model.encode_clip(frames[:2], padded)
+    assert not torch.allclose(leaky.vision_feats[-1], exact.vision_feats[-1], atol=1e-4)

@@ -1,30 +1,22 @@
-"""The node's parts without DDS: image conversions, the session's messages in rclpy and in rosbags,
-camera_info, parameters, diagnostics, the work queue."""
+"""Conversions without DDS: incoming images and depth, camera_info, and the session's messages in rclpy
+and in rosbags."""
 
-import math
 from functools import partial
 
 import cv2
 import numpy as np
 import pytest
-import yaml
-from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from helpers.ros_harness import PARAMETERS_FILE, camera_info, frame_pixels
+from helpers.ros_harness import camera_info, frame_pixels
 from samwise_ros.bags import bag_message, samwise_typestore
 from samwise_ros.depth import camera_info_to_intrinsics
 from samwise_ros.images import ImageError, check_image_size, compressed_to_rgb, depth_to_array, image_to_rgb
 from samwise_ros.messages import Header, Time, build, image
 from samwise_ros.ros.conversions import array_to_image, message_class, ros_message
-from samwise_ros.session import cme_switch, markers, segmentation
+from samwise_ros.result_messages import cme_switch, markers, segmentation
 from samwise_ros.tracker import TrackResult
-from samwise_ros.params import PARAMETERS, PARAMETERS_BY_NAME
-from samwise_ros.ros.diagnostics import STALLED_S, ProcessingStats
-from samwise_ros.ros.parameters import descriptor, validate_changes
-from samwise_ros.ros.work_queue import WorkQueue
-from rclpy.parameter import Parameter
 
 RGB = frame_pixels(0, 6, 5)  # odd sizes catch stride mistakes
 
@@ -158,61 +150,3 @@ def test_rclpy_and_rosbags_make_the_same_bytes_of_every_output():
         published = serialize_message(build(output, ros_message))
         written = bytes(typestore.serialize_cdr(build(output, partial(bag_message, typestore)), output.MSGTYPE))
         assert received(written, output.MSGTYPE) == received(published, output.MSGTYPE), output.MSGTYPE
-
-
-class ManualClock:
-    def __init__(self):
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_diagnostics_warn_while_frames_are_rejected_and_error_once_none_is_processed_for_a_while():
-    clock = ManualClock()
-    stats = ProcessingStats(clock)
-    stats.frame_processed()
-    assert stats.report(dropped=0).level == DiagnosticStatus.OK
-    clock.now += 1.0
-    stats.frame_rejected("image: unsupported encoding 'yuv422'")
-    report = stats.report(dropped=0)
-    assert (report.level, report.values["frames rejected"]) == (DiagnosticStatus.WARN, "1")
-    assert report.problem == "1 frames rejected (image: unsupported encoding 'yuv422')"
-    clock.now += STALLED_S
-    stats.frame_rejected("image: unsupported encoding 'yuv422'")
-    report = stats.report(dropped=0)
-    assert report.level == DiagnosticStatus.ERROR and report.problem.startswith("no frame processed for 6 s: ")
-    stats.frame_processed()
-    assert stats.report(dropped=0).level == DiagnosticStatus.OK  # nothing rejected since: the period is clean
-
-
-def test_work_queue_keeps_the_newest_frames_and_runs_commands_first():
-    queue = WorkQueue(max_frames=2)
-    assert [queue.put_frame(i) for i in range(5)] == [False, False, True, True, True]
-    queue.put_command("reset")
-    assert [queue.get() for _ in range(3)] == [("command", "reset"), ("frame", 3), ("frame", 4)]
-    assert queue.dropped == 3
-    queue.close()
-    assert queue.get() is None
-
-
-def test_parameter_table_matches_the_shipped_parameters_file():
-    document = yaml.safe_load(PARAMETERS_FILE.read_text())
-    (key, section), = document.items()
-    assert key.split("/")[-1] == "samwise"
-    values = section["ros__parameters"]
-    assert list(values) == [spec.name for spec in PARAMETERS]
-    for spec in PARAMETERS:
-        assert values[spec.name] == spec.default and type(values[spec.name]) is type(spec.default), spec.name
-        assert spec.description and spec.problem(spec.default) is None
-
-
-def test_parameter_changes_are_validated():
-    assert validate_changes([Parameter("mask_threshold", value=0.7)]).successful
-    result = validate_changes([Parameter("mask_threshold", value=1.5)])
-    assert not result.successful and "strictly between 0 and 1" in result.reason
-    assert not validate_changes([Parameter("image_reliability", value="sometimes")]).successful
-    assert {spec.name for spec in PARAMETERS if spec.dynamic} == {
-        "mask_threshold", "max_query_chars", "max_image_pixels", "depth_scale", "sync_slop", "publish_overlay"}
-    assert descriptor(PARAMETERS_BY_NAME["mode"]).read_only
-    assert math.isfinite(PARAMETERS_BY_NAME["sync_slop"].default)

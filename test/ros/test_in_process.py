@@ -5,8 +5,10 @@ advance (the bright red pixels), a fresh node for each test (the log throttling)
 transport."""
 
 import gc
+import itertools
 import threading
 import weakref
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -27,9 +29,14 @@ from std_srvs.srv import Trigger
 from helpers.ros_harness import (QUERY, RosPeer, bgr_image, frame_pixels, header, stamp_seconds, unique_domain_id,
                          unique_namespace)
 from samwise_ros.geometry import mask_stats
+from samwise_ros.msg import Segmentation
 from samwise_ros.ros.conversions import array_to_image
-from samwise_ros.ros.node import LoadedTracker, compiled_step_state, create_node
-from samwise_ros.tracker import StreamTracker, TrackResult
+from samwise_ros.ros.diagnostics import STALLED_S
+from samwise_ros.ros.node import LoadedTracker, compiled_step_state, create_node, load_tracker
+from samwise_ros.tracker import TrackResult
+
+
+LOG_MARKERS = itertools.count()
 
 
 class ThresholdTracker:
@@ -82,7 +89,7 @@ def in_process_node():
         overrides = [Parameter(name, value=value) for name, value in
                      {**dict(checkpoint="stand-in", mode="frame", query=QUERY, image_reliability="reliable",
                              queue_depth=10), **parameters}.items()]
-        node = create_node(lambda settings: LoadedTracker(tracker, "cuda:0", "bf16", "stand-in"),
+        node = create_node(lambda settings: LoadedTracker(tracker, "cpu", "fp32", "stand-in"),
                            context=context, namespace=namespace, parameter_overrides=overrides)
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
@@ -131,7 +138,7 @@ def wait_until_ready(peer, publisher) -> None:
 def flush_log(peer) -> None:
     """Wait until everything the node logged before now has come in: a new query is logged by the worker
     after whatever it and the callbacks logged earlier, on the same reliable /rosout publisher."""
-    marker = f"log marker {len(peer.messages('/rosout'))}"
+    marker = f"log marker {next(LOG_MARKERS)}"  # a new text each time: the same query again is said once
     text = peer.publisher(String, "text_query")
     peer.wait_for(text.get_subscription_count, 10, "the node's text_query subscription")
     text.publish(String(data=marker))
@@ -161,7 +168,6 @@ def test_out_of_memory_on_a_frame_skips_it_and_the_node_keeps_running(in_process
     assert [stamp_seconds(m.header) for m in masks] == [1.0, 3.0]  # frame 2.0 failed and was skipped
     values = peer.wait_for(lambda: diagnostics(peer).get("errors") == "1" and diagnostics(peer), 10, "the error")
     assert values["frames processed"] == "3" and values["results published"] == "2"
-    assert values["device"] == "cuda:0"
 
 
 @pytest.mark.parametrize("extension", [".png", ".jpg"])
@@ -335,30 +341,112 @@ def test_an_unset_image_stamp_stays_out_of_the_stamp_latency(in_process_node):
     assert values["latency stamp to publish p50 (ms)"] == values["latency stamp to publish max (ms)"] == "n/a"
 
 
-def test_diagnostics_say_whether_the_compiled_step_runs(tiny_model):
-    assert compiled_step_state(StreamTracker(tiny_model)) == "off"
-    assert compiled_step_state(StreamTracker(tiny_model, compile=True)).startswith("on, not active yet")
+def test_diagnostics_say_whether_the_compiled_step_is_ready_and_runs():
+    compiled = SimpleNamespace(compile=True, compile_seconds=71.6, token_lengths=(16, 32, 64, 128),
+                               compiled_step_active=False)
+    assert compiled_step_state(SimpleNamespace(compile=False)) == "off"
+    assert compiled_step_state(compiled) == ("compiled at configure (72 s) for queries of up to 128 tokens: not "
+                                             "active yet (a stream's first frames run eagerly)")
+    compiled.compiled_step_active = True
+    assert compiled_step_state(compiled).endswith("128 tokens: active")
 
 
-def test_cleanup_drops_the_tracker_and_configure_builds_a_new_one():
-    trackers = []
+def test_cleanup_frees_the_model_at_once_and_configure_loads_a_new_one(present_model_dir):
+    """At once: with Python's cyclic collector off, the cleaned-up model must go by reference counting
+    alone (a reference cycle through the model would keep it, on a GPU its memory, until a collection)."""
+    models = []
 
     def factory(settings):
-        trackers.append(ThresholdTracker())
-        return LoadedTracker(trackers[-1], "cpu", "fp32", "stand-in")
+        loaded = load_tracker(settings)
+        models.append(weakref.ref(loaded.tracker.model))
+        return loaded
 
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=unique_domain_id())
     node = create_node(factory, context=context, namespace=unique_namespace("samwise_cleanup"),
-                       parameter_overrides=[Parameter("autostart", value=False)])
+                       parameter_overrides=[Parameter("autostart", value=False), Parameter("device", value="cpu"),
+                                            Parameter("checkpoint", value=str(present_model_dir))])
+    gc.collect()
+    gc.disable()
     try:
-        assert trackers == []  # unconfigured: nothing loaded
-        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS and len(trackers) == 1
-        released = weakref.ref(trackers.pop())
-        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
-        gc.collect()
-        assert released() is None  # nothing holds the model any more
-        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS and len(trackers) == 1
+        assert models == []  # unconfigured: nothing loaded
+        for _ in range(2):
+            assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS and models[-1]() is not None
+            assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+            assert models[-1]() is None, f"held by {[type(r).__name__ for r in gc.get_referrers(models[-1]())]}"
+        assert len(models) == 2
     finally:
+        gc.enable()
         node.destroy_node()
         context.try_shutdown()
+
+
+def set_parameters(peer, **values) -> list:
+    client = peer.node.create_client(SetParameters, "samwise/set_parameters")
+    request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()
+                                                for name, value in values.items()])
+    return peer.call(client, request).results
+
+
+def depth_16uc1(seconds: float, height: int, width: int, units: int) -> Image:
+    return Image(header=header(seconds), height=height, width=width, encoding="16UC1", is_bigendian=0,
+                 step=width * 2, data=np.full((height, width), units, np.uint16).tobytes())
+
+
+def test_run_time_parameters_apply_to_the_next_frames(in_process_node):
+    """Every dynamic parameter, set through the parameter service while the node runs."""
+    peer = in_process_node(ThresholdTracker(), use_depth=True, queue_depth=30)
+    peer.subscribe(Segmentation, "result")
+    peer.subscribe(Image, "overlay")
+    info, depth = peer.publisher(CameraInfo, "camera_info"), peer.publisher(Image, "depth")
+    image, text = peer.publisher(Image, "image"), peer.publisher(String, "text_query")
+    wait_until_ready(peer, image)
+    peer.wait_for(lambda: info.get_subscription_count() and depth.get_subscription_count(), 20, "the depth topics")
+    camera = CameraInfo(width=320, height=240, k=[300.0, 0.0, 160.0, 0.0, 300.0, 120.0, 0.0, 0.0, 1.0])
+
+    def centroid_z(seconds: float, depth_stamp: float) -> float | None:
+        """Send depth (1500 units) stamped depth_stamp and an image stamped seconds: its centroid's z."""
+        camera.header = header(depth_stamp)
+        info.publish(camera)
+        depth.publish(depth_16uc1(depth_stamp, 240, 320, 1500))
+        assert info.wait_for_all_acked() and depth.wait_for_all_acked()
+        image.publish(array_to_image(red_ball_bgr(240, 320), "bgr8", header(seconds)))
+        (result,) = peer.wait_for_messages("result", 1, where=lambda m: stamp_seconds(m.header) == seconds)
+        return result.centroid_3d.z if result.has_centroid_3d else None
+
+    assert centroid_z(1.0, 1.0) == pytest.approx(1.5)  # depth_scale 0.001: millimetres
+    assert all(result.successful for result in set_parameters(peer, depth_scale=0.002))
+    assert centroid_z(2.0, 2.0) == pytest.approx(3.0)
+    assert all(result.successful for result in set_parameters(peer, sync_slop=0.01))
+    assert centroid_z(3.0, 2.95) is None  # depth 50 ms away: no longer paired
+    assert peer.messages("overlay") == []
+
+    assert all(result.successful for result in set_parameters(peer, publish_overlay=True, max_image_pixels=1000,
+                                                              max_query_chars=8))
+    image.publish(array_to_image(red_ball_bgr(240, 320), "bgr8", header(4.0)))  # 76800 pixels: rejected
+    image.publish(array_to_image(red_ball_bgr(20, 40, radius=5), "bgr8", header(5.0)))
+    (overlay,) = peer.wait_for_messages("overlay", 1)
+    assert (stamp_seconds(overlay.header), overlay.width, overlay.encoding) == (5.0, 40, "bgr8")
+    peer.wait_for(lambda: diagnostics(peer).get("frames rejected") == "1", 10, "the large frame rejected")
+    text.publish(String(data="the green square"))  # 16 characters, more than max_query_chars
+    peer.wait_for(lambda: any("more than max_query_chars (8)" in line for line in node_log(peer, Log.ERROR)), 10,
+                  "the query rejected")
+    assert diagnostics(peer)["query"] == QUERY
+
+
+def test_diagnostics_keep_coming_with_sim_time_and_no_clock(in_process_node):
+    """use_sim_time with no /clock publisher: ROS time stands still, the diagnostics' steady timer does not."""
+    peer = in_process_node(ThresholdTracker(), use_sim_time=True)
+    peer.wait_for(lambda: len(peer.messages("/diagnostics")) >= 3, 10, "three diagnostics messages")
+
+
+def test_an_active_node_whose_camera_stopped_reports_an_error(in_process_node):
+    """Not OK at 0 results/s: once no frame has been processed for 5 s, the level is ERROR with the reason."""
+    peer = in_process_node(ThresholdTracker())
+    image = peer.publisher(Image, "image")
+    wait_until_ready(peer, image)
+    image.publish(bgr_image(0, 1.0))
+    peer.wait_for_messages("mask", 1)
+    status = first_status(peer, lambda status, values: status.level == DiagnosticStatus.ERROR, "an error",
+                          timeout=STALLED_S + 10)
+    assert status.message.startswith("no frame processed for") and "no image received for" in status.message

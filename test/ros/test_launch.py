@@ -226,6 +226,14 @@ def test_launch_file_names_only_what_exists(path, monkeypatch):
         check_node(source, node, configurations)
 
 
+def test_every_node_parameter_is_a_launch_argument_described_by_the_table(monkeypatch):
+    arguments = {a.args[0]: a.kwargs["description"]
+                 for a in of_kind(load_description(REPO / "launch" / "samwise.launch.py", monkeypatch),
+                                  "DeclareLaunchArgument")}
+    for name, spec in PARAMETERS_BY_NAME.items():
+        assert arguments[name].startswith(spec.description), name
+
+
 def test_demo_launch_starts_the_player_and_the_node_for_rviz(monkeypatch):
     """The demo's node gets the player's topic, frame mode, reliable images and the overlay."""
     demo = REPO / "launch" / "demo.launch.py"

@@ -237,6 +237,19 @@ def test_a_new_query_resets_the_stream(ros):
     assert (result.frame_index, result.query) == (0, query)
 
 
+def test_the_same_query_sent_again_keeps_the_stream(ros):
+    """Behaviour trees and voice pipelines re-publish their current command: it must not wipe the memory."""
+    query = set_query(ros)
+    assert [r.frame_index for r in outputs_for(ros, "result", [send_frame(ros, 0), send_frame(ros, 1)])] == [0, 1]
+    stamps = []
+    for index in range(2, 8):
+        ros.text_query.publish(String(data=query))
+        stamps.append(send_frame(ros, index))
+    results = outputs_for(ros, "result", stamps)
+    assert [r.frame_index for r in results] == list(range(2, 8))
+    assert all(r.query == query for r in results)
+
+
 def test_reset_service_clears_the_state_and_keeps_the_query(ros):
     query = set_query(ros)
     assert [r.frame_index for r in outputs_for(ros, "result", [send_frame(ros, 0), send_frame(ros, 1)])] == [0, 1]
@@ -260,7 +273,8 @@ def test_mask_threshold_changes_at_run_time(ros):
     assert areas[0.05] > areas[0.95]
     refused = set_parameter(ros, "mask_threshold", 1.5)
     assert not refused.successful and "strictly between 0 and 1" in refused.reason
-    assert not set_parameter(ros, "mode", "clip").successful  # read-only: fixed at start-up
+    refused = set_parameter(ros, "mode", "clip")  # structural: only while unconfigured (test_lifecycle.py)
+    assert not refused.successful and refused.reason == "mode applies at configure: deactivate and clean up first"
 
 
 def _bad_image(**fields) -> Image:

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from helpers.ros_harness import start_node, unique_domain_id, unique_namespace
-from samwise_ros.ros.demo_pipeline import ros_arguments
+from samwise_ros.tools.processes import ros_arguments
 from samwise_ros.ros.player import END_OF_VIDEO
 
 

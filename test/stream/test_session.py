@@ -16,7 +16,8 @@ from samwise_ros.depth import DepthFrame, DepthPairing, Intrinsics, IntrinsicsMi
 from samwise_ros.geometry import centroid_3d
 from samwise_ros.messages import Duration, Header, Marker, Point, RegionOfInterest, Time
 from samwise_ros.model import Samwise
-from samwise_ros.session import MARKER_LIFETIME_S, QueryRejected, StreamFrame, StreamSession, region
+from samwise_ros.result_messages import MARKER_LIFETIME_S, region
+from samwise_ros.session import QueryRejected, StreamFrame, StreamSession
 from samwise_ros.tracker import StreamTracker
 
 HEIGHT, WIDTH = 24, 32
@@ -73,6 +74,18 @@ def test_a_query_starts_a_clean_stream_and_an_empty_one_pauses_the_output(model)
     notice = session.set_query("   ")
     assert (notice.level, notice.kind, session.query) == ("warning", "text_query: empty", "")
     assert "output paused" in notice.text and session.push(frame(4)) == []
+
+
+def test_the_query_being_tracked_sent_again_keeps_the_stream_and_is_said_once(model):
+    session = session_of(model, query="")
+    session.set_query("the red ball")
+    assert [p.result.frame_index for p in run(session, [frame(0), frame(1)])] == [0, 1]
+    notice = session.set_query(" the red ball  ")
+    assert (notice.level, notice.kind) == ("info", "text_query: unchanged") and "already tracking" in notice.text
+    assert session.set_query("the red ball") is None  # said once
+    assert [p.result.frame_index for p in run(session, [frame(2)])] == [2]
+    session.set_query("the blue cup")
+    assert [p.result.frame_index for p in run(session, [frame(3)])] == [0]
 
 
 @pytest.mark.parametrize("text, kind, reason", [

@@ -83,15 +83,16 @@ def test_bundled_weights_load_from_float16_and_segment_held_out_clips_on_the_cpu
 def test_a_child_that_ignores_sigint_is_killed_and_said(monkeypatch, capsys):
     """The pipeline stops its processes with SIGINT; one that does not stop in time is killed, and the
     demo says so (a killed process leaves its Fast DDS shared memory behind)."""
-    from samwise_ros.ros import demo_pipeline
+    from samwise_ros.tools import demo_pipeline
+    from samwise_ros.tools.processes import ChildProcess
 
     monkeypatch.setattr(demo_pipeline, "STOP_TIMEOUT_S", 0.5)
-    stubborn = demo_pipeline.Process("stubborn", [sys.executable, "-c", (
+    stubborn = ChildProcess("stubborn", [sys.executable, "-c", (
         "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); print('ready', flush=True); "
         "time.sleep(60)")], dict(os.environ))
     while not stubborn.said("ready"):
         assert stubborn.running(), stubborn.last_line()
         time.sleep(0.05)
-    stubborn.stop()
+    demo_pipeline.stop(stubborn)
     assert not stubborn.running() and stubborn.popen.returncode == -9
     assert "stubborn did not stop within 0.5 s of SIGINT; killed (last output: ready)" in capsys.readouterr().err
