@@ -16,6 +16,9 @@ ROS_ENV := AMENT_PREFIX_PATH="$(CURDIR)/$(VENV)$${AMENT_PREFIX_PATH:+:$$AMENT_PR
 # Extra arguments: make test PYTEST_ARGS="-k cme", make demo DEMO_ARGS="--help".
 PYTEST_ARGS ?=
 DEMO_ARGS   ?=
+# The test files run on this many pytest-xdist workers (each file on one worker: its module fixtures,
+# such as a node, are shared by its tests); 1 runs them in this process.
+TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
 .PHONY: help demo test venv clean distclean
@@ -32,7 +35,7 @@ demo: venv
 test: venv
 	$(ROS_ENV) ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST \
 	  ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-$$(( RANDOM % 100 + 1 ))} \
-	  $(PY) -m pytest -q test $(PYTEST_ARGS)
+	  $(PY) -m pytest -q $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) test $(PYTEST_ARGS)
 
 # Internal: the environment (tools/setup_env.sh does the work and is idempotent).
 venv: $(STAMP)

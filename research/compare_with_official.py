@@ -200,8 +200,11 @@ def main() -> int:
     worst = max(worst, compare("object score logits", torch.cat(our_scores), torch.cat(their_scores)))
     worst = max(worst, compare("CME logits", torch.cat(our_cme), torch.cat(their_cme)) if our_cme else 0.0)
     decisions_equal = [int(x.argmax()) for x in our_cme] == [int(x.argmax()) for x in their_cme]
-    masks_equal = torch.equal(our_masks > 0, their_masks > 0)
-    print(f"CME decisions equal: {decisions_equal}; thresholded masks equal: {masks_equal}")
+    flipped = (our_masks > 0) != (their_masks > 0)
+    masks = "equal" if not flipped.any() else (
+        f"{int(flipped.sum())} of {flipped.numel()} pixels differ, each within "
+        f"{float(torch.maximum(our_masks.abs(), their_masks.abs())[flipped].max()):.1e} of the threshold")
+    print(f"CME decisions equal: {decisions_equal}; thresholded masks {masks}")
     return 0 if decisions_equal and worst < 1e-3 else 1
 
 

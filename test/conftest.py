@@ -7,7 +7,8 @@ import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may be downloaded
-torch.set_num_threads(2)
+# the machine's 2 cores: shared by the pytest-xdist workers when there are several
+torch.set_num_threads(max(1, 2 // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -41,12 +41,24 @@ os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 # Fast DDS reads its profiles file once per process, when the first participant starts: set it before
 # any test starts one (large BEST_EFFORT images from this process need the shared-memory segment)
 os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(FASTDDS_PROFILE)
-_domain_ids = itertools.count(random.Random(os.getpid() ^ time.time_ns()).randrange(100))
+
+
+def _worker_domains() -> list[int]:
+    """The ROS domains this test process may use: all of 1..100, or under pytest-xdist its share of them, so
+    that tests running side by side in two workers never share a domain (nor /diagnostics)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    share = 100 // workers
+    return list(range(index * share + 1, (index + 1) * share + 1))
+
+
+_domains = _worker_domains()
+_domain_ids = itertools.count(random.Random(os.getpid() ^ time.time_ns()).randrange(len(_domains)))
 
 
 def unique_domain_id() -> int:
-    """A ROS domain in 1..100 that no other module of this test session uses."""
-    return next(_domain_ids) % 100 + 1
+    """A ROS domain that no other module of this test session uses (while the session uses fewer than 100)."""
+    return _domains[next(_domain_ids) % len(_domains)]
 
 
 def unique_namespace(name: str) -> str:
