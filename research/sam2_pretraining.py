@@ -54,11 +54,11 @@ def prompted_track(scene: Scene, num_frames: int, rng: np.random.Generator) -> P
 
 
 def encode_frames_without_text(model: Samwise, frames: Tensor) -> ClipFeatures:
-    """frames: [T, 3, h, w] normalised, through SAM2's own image encoder: no adapters, no text (the
-    sentence state is empty, [T, 0])."""
+    """frames: [T, 3, h, w] normalised, through SAM2's own image encoder: no adapters, no text (one row
+    whose sentence state is empty, [1, T, 0])."""
     frames = model._pad_to_input(frames)
     vision_feats, vision_pos, feat_sizes = model._forward_neck(model.sam.image_encoder.trunk(frames))
-    return ClipFeatures(vision_feats, vision_pos, feat_sizes, frames.new_zeros(frames.shape[0], 0), None)
+    return ClipFeatures(vision_feats, vision_pos, feat_sizes, frames.new_zeros(1, frames.shape[0], 0), None)
 
 
 def forward_prompted(model: Samwise, frames: Tensor, points: Tensor, labels: Tensor) -> list[TrainFrameOutput]:

@@ -270,15 +270,12 @@ class StreamTracker:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.model.device.type, dtype=dtype)
 
-    def _result(self, frame: _PendingFrame, out: FrameOutput) -> TrackResult:
-        logits = self.model.postprocess_logits(out.low_res_logits, frame.resized_hw, frame.frame_hw)[0, 0]
-        cme_probability = out.cme_logits.float().softmax(-1)[0, 1] if out.cme_logits is not None else None
-        scalars = torch.stack([
-            out.object_score_logits.float().reshape(()).sigmoid(),
-            cme_probability if cme_probability is not None else out.object_score_logits.new_zeros(()).float(),
-            out.cme_ran.float(),
-            out.cme_switched.float(),
-        ])
+    def _result(self, frame: _PendingFrame, out: FrameOutput, row: int = 0) -> TrackResult:
+        logits = self.model.postprocess_logits(out.low_res_logits[row : row + 1], frame.resized_hw,
+                                               frame.frame_hw)[0, 0]
+        score = out.object_score_logits[row, 0].float().sigmoid()
+        cme_probability = out.cme_logits[row].float().softmax(-1)[1] if out.cme_logits is not None else score * 0
+        scalars = torch.stack([score, cme_probability, out.cme_ran[row].float(), out.cme_switched[row].float()])
         # sigmoid first, as the release does (x > logit(t) differs where sigmoid rounds to exactly t)
         mask_probability = logits.sigmoid()
         mask = (mask_probability > self.mask_threshold).cpu().numpy()  # the one device-to-host copy, with:

@@ -92,12 +92,13 @@ class CMTAdapter(nn.Module):
 
     def forward_newest(self, vis: Tensor, text: Tensor, past: Tensor | None,
                        text_padding: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """Frame mode: the residuals of one new frame (vis: [1, Cv, H, W]) whose clip is the window of
-        `past` ([P, C, H, W], the earlier frames' down-projected features, oldest first) and itself.
-        Returns the visual and text residuals and the new frame's down-projected features."""
+        """Frame mode: the residuals of one new frame of each of B rows (vis: [B, Cv, H, W]) whose clip is
+        the window of `past` ([P, B, C, H, W], the earlier frames' down-projected features, oldest first) and
+        itself. Returns the visual and text residuals and the new frame's down-projected features."""
         x = self.vis_down(vis)
-        window = x if past is None else torch.cat([past, x])
-        vis_residual, text_residual = self._residuals(window, x, text, window.shape[0], text_padding)
+        window = x[None] if past is None else torch.cat([past, x[None]])  # [P + 1, B, C, H, W]
+        clips = window.transpose(0, 1).flatten(0, 1)  # each row's clip, frame by frame: [B*(P + 1), C, H, W]
+        vis_residual, text_residual = self._residuals(clips, x, text, window.shape[0], text_padding)
         return vis_residual, text_residual, x
 
     def _residuals(self, window: Tensor, newest: Tensor, text: Tensor, clip_length: int,

@@ -10,11 +10,11 @@ from torch import Tensor
 
 @dataclass
 class MemoryEntry:
-    """What one frame leaves behind: its spatial memory and object pointer."""
+    """What one frame leaves behind in each of R rows: its spatial memory and object pointer."""
 
-    features: Tensor  # [1, mem_dim, h, w]
-    pos_enc: Tensor  # [1, mem_dim, h, w]
-    obj_ptr: Tensor  # [1, hidden_dim]
+    features: Tensor  # [R, mem_dim, h, w]
+    pos_enc: Tensor  # [R, mem_dim, h, w]
+    obj_ptr: Tensor  # [R, hidden_dim]
 
 
 class MemoryBank:
@@ -36,9 +36,9 @@ class MemoryBank:
         return 0 if self.pointers is None else self.pointers.shape[0]
 
     def clear(self) -> None:
-        self.features: Tensor | None = None  # [n, 1, mem_dim, h, w], oldest first
-        self.pos_enc: Tensor | None = None  # [n, 1, mem_dim, h, w]
-        self.pointers: Tensor | None = None  # [m, 1, hidden_dim], newest first
+        self.features: Tensor | None = None  # [n, R, mem_dim, h, w], oldest first (R rows: sam2's batch axis)
+        self.pos_enc: Tensor | None = None  # [n, R, mem_dim, h, w]
+        self.pointers: Tensor | None = None  # [m, R, hidden_dim], newest first
 
     def add(self, entry: MemoryEntry) -> None:
         """Add the newest frame's memory, forgetting what falls out of reach."""
@@ -61,8 +61,8 @@ def _keep_last(stacked: Tensor | None, newest: Tensor, count: int) -> Tensor:
 
 
 class FusionContext:
-    """Frame mode's causal window: each fusion stage's down-projected adapter features ([n, C, H, W],
-    oldest first) of the last `window - 1` frames.
+    """Frame mode's causal window: each fusion stage's down-projected adapter features ([n, R, C, H, W],
+    oldest first, for R rows) of the last `window - 1` frames.
 
     A new frame's HSA and text attention then see those frames as the clip mode's frames see their
     clip, while the backbone blocks and the adapter's projections run on the new frame alone.
@@ -78,10 +78,10 @@ class FusionContext:
         return self._past.get(stage)
 
     def push(self, stage: int, features: Tensor) -> None:
-        """Add the newest frame's features ([1, C, H, W]), forgetting what falls out of the window."""
+        """Add the newest frame's features ([R, C, H, W]), forgetting what falls out of the window."""
         if self.window == 1:
             return
-        self._past[stage] = _keep_last(self._past.get(stage), features, self.window - 1)
+        self._past[stage] = _keep_last(self._past.get(stage), features[None], self.window - 1)
 
     def __len__(self) -> int:
         return max((len(frames) for frames in self._past.values()), default=0)
@@ -95,11 +95,12 @@ class FusionContext:
 
 @dataclass
 class StreamMemory:
-    """Per-stream state of the network: memory bank, the CME's last applied switch (a device scalar,
-    so that the decision rule never waits for the host) and, in frame mode, the fusion context."""
+    """Per-stream state of the network for R rows (streams on the same frames): memory bank, the CME's last
+    applied switch of each row ([R] on the device, so that the decision rule never waits for the host) and,
+    in frame mode, the fusion context."""
 
     bank: MemoryBank = field(default_factory=MemoryBank)
-    last_cme_switch: Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.long))
+    last_cme_switch: Tensor = field(default_factory=lambda: torch.zeros(1, dtype=torch.long))
     fusion_context: FusionContext | None = None
 
     def clear(self) -> None:

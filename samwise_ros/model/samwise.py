@@ -31,79 +31,96 @@ VerbTagger = Callable[[str], Sequence[tuple[int, int]]]  # text -> character spa
 
 @dataclass
 class TextQuery:
-    """A tokenised referring expression (batch of one), maybe padded at the end to a fixed length."""
+    """Tokenised referring expressions, one per row of the batch (`rows` of them), padded at the end to a
+    common length where their lengths differ or a fixed length is asked for."""
 
-    text: str
-    input_ids: Tensor  # [1, L]
-    attention_mask: Tensor  # [1, L], 0 at padding
-    verb_tokens: Tensor | None = None  # [1, L] bool, for the motion prompt
-    # [1, L, C_text] states after the text layers that precede the first fusion (`Samwise.encode_query`)
+    texts: tuple[str, ...]
+    input_ids: Tensor  # [R, L]
+    attention_mask: Tensor  # [R, L], 0 at padding
+    verb_tokens: Tensor | None = None  # [R, L] bool, for the motion prompt
+    # [R, L, C_text] states after the text layers that precede the first fusion (`Samwise.encode_query`)
     unfused_states: Tensor | None = None
-    padded: bool = False  # tokenised to a fixed length: attention keeps the padding out (a static flag,
-    # so that an unpadded query runs exactly the release's arithmetic)
+    padded: bool = False  # some rows are padded: attention keeps the padding out (a static flag, so that
+    # an unpadded query runs exactly the release's arithmetic)
+
+    @property
+    def rows(self) -> int:
+        return self.input_ids.shape[0]
+
+    @property
+    def text(self) -> str:
+        """The expression of a one-row query."""
+        (text,) = self.texts
+        return text
 
     @property
     def padding_mask(self) -> Tensor | None:
-        """[1, L] bool, True at padding; None for an unpadded query."""
+        """[R, L] bool, True at padding; None for an unpadded query."""
         return self.attention_mask == 0 if self.padded else None
 
     def to(self, device: torch.device | str) -> "TextQuery":
         verbs = None if self.verb_tokens is None else self.verb_tokens.to(device)
         states = None if self.unfused_states is None else self.unfused_states.to(device)
-        return TextQuery(self.text, self.input_ids.to(device), self.attention_mask.to(device), verbs, states,
+        return TextQuery(self.texts, self.input_ids.to(device), self.attention_mask.to(device), verbs, states,
                          self.padded)
 
 
 @dataclass
 class ClipFeatures:
-    """Backbone output of one clip: SAM2's flattened feature levels plus the fused text state."""
+    """Backbone output of one clip for R rows (each row a query on the clip's frames): SAM2's flattened
+    feature levels plus the fused text state. Per frame, the rows are the batch of SAM2's heads."""
 
-    vision_feats: list[Tensor]  # per level [H*W, T, C], highest resolution first
-    vision_pos: list[Tensor]  # per level [H*W, T, C]
+    vision_feats: list[Tensor]  # per level [H*W, R*T, C], highest resolution first; row r, frame t at r*T + t
+    vision_pos: list[Tensor]  # per level [H*W, R*T, C]
     feat_sizes: list[tuple[int, int]]
-    text_state: Tensor  # [T, C_text], the sentence state (repeated per frame)
-    motion_state: Tensor | None  # [T, k, C_text] verb-token states (k = 0 or 1)
+    text_state: Tensor  # [R, T, C_text], the sentence state (repeated per frame)
+    motion_state: Tensor | None  # [R, T, k, C_text] verb-token states (k = 0 or 1)
+
+    @property
+    def num_rows(self) -> int:
+        return self.text_state.shape[0]
 
     @property
     def num_frames(self) -> int:
-        return self.text_state.shape[0]
+        return self.text_state.shape[1]
 
     def frame_feats(self, index: int) -> list[Tensor]:
-        return [level[:, index : index + 1] for level in self.vision_feats]
+        """Every level of one frame for all rows: [H*W, R, C]."""
+        return [level.unflatten(1, (self.num_rows, -1))[:, :, index] for level in self.vision_feats]
 
     def frame_pos(self, index: int) -> list[Tensor]:
-        return [level[:, index : index + 1] for level in self.vision_pos]
+        return [level.unflatten(1, (self.num_rows, -1))[:, :, index] for level in self.vision_pos]
 
     def high_res_feats(self, index: int) -> list[Tensor]:
-        """The two higher-resolution levels of one frame as [1, C, H, W] maps, for the mask decoder."""
+        """The two higher-resolution levels of one frame as [R, C, H, W] maps, for the mask decoder."""
         return [
-            level.permute(1, 2, 0).reshape(1, -1, *size)
+            level.permute(1, 2, 0).reshape(self.num_rows, -1, *size)
             for level, size in zip(self.frame_feats(index)[:-1], self.feat_sizes[:-1])
         ]
 
 
 @dataclass
 class FrameDecoding:
-    """One pass of SAM2's heads on one frame."""
+    """One pass of SAM2's heads on one frame, for each row."""
 
-    low_res_logits: Tensor  # [1, 1, S/4, S/4]; forced to -1024 when no object is predicted
-    high_res_logits: Tensor  # [1, 1, S, S]
-    obj_ptr: Tensor  # [1, C]
-    object_score_logits: Tensor  # [1, 1]
-    iou: Tensor  # [1, 1]
+    low_res_logits: Tensor  # [R, 1, S/4, S/4]; forced to -1024 when no object is predicted
+    high_res_logits: Tensor  # [R, 1, S, S]
+    obj_ptr: Tensor  # [R, C]
+    object_score_logits: Tensor  # [R, 1]
+    iou: Tensor  # [R, 1]
 
 
 @dataclass
 class FrameOutput:
-    """What the clip forward returns for one frame."""
+    """What the clip forward returns for one frame, for each of its R rows."""
 
-    frame_index: int | Tensor  # a device scalar from `forward_steady`
-    low_res_logits: Tensor  # [1, 1, S/4, S/4]
-    object_score_logits: Tensor  # [1, 1]
-    cme_logits: Tensor | None  # [1, 2] once the frame is past the CME's first window
-    cme_ran: Tensor  # [] bool: the window rule let the CME decide on this frame
-    cme_switched: Tensor  # [] bool: it switched, and the memory got the reweighted mask
-    memory_logits: Tensor  # [1, 1, S, S], what was written to the memory
+    frame_index: int | Tensor  # [R] device tensor from `forward_steady` (the rows' own stream positions)
+    low_res_logits: Tensor  # [R, 1, S/4, S/4]
+    object_score_logits: Tensor  # [R, 1]
+    cme_logits: Tensor | None  # [R, 2] once the frame is past the CME's first window
+    cme_ran: Tensor  # [R] bool: the window rule let the CME decide on this frame
+    cme_switched: Tensor  # [R] bool: it switched, and the memory got the reweighted mask
+    memory_logits: Tensor  # [R, 1, S, S], what was written to the memory
 
 
 @dataclass
@@ -244,11 +261,12 @@ class Samwise(nn.Module):
     def device(self) -> torch.device:
         return self.sam.no_mem_embed.device
 
-    def new_stream_memory(self, frame_window: int | None = None) -> StreamMemory:
-        """Empty per-stream state; `frame_window` (frames) sets up frame mode's causal fusion context."""
+    def new_stream_memory(self, frame_window: int | None = None, rows: int = 1) -> StreamMemory:
+        """Empty state of `rows` streams on the same frames; `frame_window` (frames) sets up frame mode's
+        causal fusion context."""
         bank = MemoryBank(num_spatial=self.sam.num_maskmem - 1, num_pointers=self.sam.max_obj_ptrs_in_encoder - 1)
         context = FusionContext(frame_window) if frame_window is not None else None
-        last_switch = torch.zeros((), dtype=torch.long, device=self.device)
+        last_switch = torch.zeros(rows, dtype=torch.long, device=self.device)
         return StreamMemory(bank=bank, last_cme_switch=last_switch, fusion_context=context)
 
     def trainable_parameter_names(self, modules: Sequence[str] = TRAINABLE_MODULES) -> list[str]:
@@ -291,7 +309,25 @@ class Samwise(nn.Module):
             input_ids = F.pad(input_ids, padding, value=self.tokenizer.pad_token_id)
             attention_mask = F.pad(attention_mask, padding, value=0)
             verbs = None if verbs is None else F.pad(verbs, padding, value=False)
-        return TextQuery(text, input_ids, attention_mask, verbs, padded=pad_to is not None).to(self.device)
+        return TextQuery((text,), input_ids, attention_mask, verbs, padded=pad_to is not None).to(self.device)
+
+    def stack_queries(self, queries: Sequence[TextQuery]) -> TextQuery:
+        """One query of rows from one-row queries (each encoded, or none), padded to the longest; a row's
+        results equal its own query's (padding changes no result)."""
+        length = max(query.input_ids.shape[1] for query in queries)
+
+        def padded(tensor: Tensor | None, value) -> Tensor | None:
+            return None if tensor is None else F.pad(tensor, (0, 0) * (tensor.dim() - 2) + (0, length - tensor.shape[1]),
+                                                    value=value)
+
+        def stacked(name: str, value) -> Tensor | None:
+            tensors = [padded(getattr(query, name), value) for query in queries]
+            return None if tensors[0] is None else torch.cat(tensors)
+
+        return TextQuery(tuple(text for query in queries for text in query.texts),
+                         stacked("input_ids", self.tokenizer.pad_token_id), stacked("attention_mask", 0),
+                         stacked("verb_tokens", False), stacked("unfused_states", 0.0),
+                         padded=any(query.padded or query.input_ids.shape[1] < length for query in queries))
 
     def _verb_tokens(self, text: str, offsets: Tensor) -> Tensor:
         if self.verb_tagger is None:
@@ -314,13 +350,15 @@ class Samwise(nn.Module):
         return self.config.text_layer_boundaries[min(self.config.fusion_stages) + 1]
 
     def _unfused_text(self, query: TextQuery) -> Tensor:
-        text = self.text_encoder.embed(query.input_ids, query.attention_mask)  # [1, L, C_text]
+        text = self.text_encoder.embed(query.input_ids, query.attention_mask)  # [R, L, C_text]
         return self.text_encoder.run_layers(text, 0, self._unfused_text_layers, query.attention_mask)
 
     # ---- backbone with early fusion -----------------------------------------------------------
 
     def encode_clip(self, frames: Tensor, query: TextQuery, context: FusionContext | None = None) -> ClipFeatures:
-        """frames: [T, 3, h, w] normalised, h and w <= image_size (padded here, bottom/right).
+        """frames: [T, 3, h, w] normalised, h and w <= image_size (padded here, bottom/right); `query`: R rows,
+        each a query on these frames. The trunk runs once per frame up to the first fusion stage (it does not
+        read the text), then on every row.
 
         With a `context` (frame mode), T must be 1: the adapters see the context's past frames and
         the new one as one clip, and the new frame's adapter inputs join the context.
@@ -345,30 +383,40 @@ class Samwise(nn.Module):
             if first_layer < text_bounds[segment + 1]:
                 text = self.text_encoder.run_layers(text, first_layer, text_bounds[segment + 1], query.attention_mask)
             if segment in self.config.fusion_stages:
-                vis, text = self._fuse(segment, vis, text, query.padding_mask, context)
+                if query.rows > 1 and vis.shape[0] == num_frames:  # the frames' shared states, for every row
+                    vis, levels = vis.repeat(query.rows, 1, 1, 1), [level.repeat(query.rows, 1, 1, 1) for level in levels]
+                vis, text = self._fuse(segment, vis, text, num_frames, query.padding_mask, context)
             levels.append(vis.permute(0, 3, 1, 2))
 
-        text_state = self.text_encoder.sentence_state(text, query.input_ids).repeat_interleave(num_frames, 0)
+        sentence = self.text_encoder.sentence_state(text, query.input_ids)  # [R, C_text]
+        text_state = sentence.unsqueeze(1).expand(-1, num_frames, -1)
         motion_state = None
         if self.motion_prompt is not None:
-            verb_states = text[0][query.verb_tokens[0]][:1]  # the first verb token, as the release uses
-            motion_state = verb_states.unsqueeze(0).expand(num_frames, -1, -1)
+            motion_state = self._first_verb_states(text, query).unsqueeze(1).expand(-1, num_frames, -1, -1)
         vision_feats, vision_pos, feat_sizes = self._forward_neck(levels)
         return ClipFeatures(vision_feats, vision_pos, feat_sizes, text_state, motion_state)
+
+    @staticmethod
+    def _first_verb_states(text: Tensor, query: TextQuery) -> Tensor:
+        """[R, k, C_text]: each row's first verb token's state (k = 1), as the release uses, or none (k = 0)."""
+        states = [row[verbs][:1] for row, verbs in zip(text, query.verb_tokens)]
+        if len({len(state) for state in states}) > 1:
+            raise ValueError("the motion prompt batches rows that all have a verb, or none that has")
+        return torch.stack(states)
 
     def _pad_to_input(self, frames: Tensor) -> Tensor:
         """[T, 3, h, w] -> [T, 3, S, S], zeros at the bottom and right (h, w <= S = image_size)."""
         size = self.image_size
         return F.pad(frames, (0, size - frames.shape[-1], 0, size - frames.shape[-2]))
 
-    def _fuse(self, segment: int, vis: Tensor, text: Tensor, text_padding: Tensor | None,
+    def _fuse(self, segment: int, vis: Tensor, text: Tensor, num_frames: int, text_padding: Tensor | None,
               context: FusionContext | None) -> tuple[Tensor, Tensor]:
-        """Add the segment's adapter residuals to the visual ([T, H, W, C]) and text ([1, L, C]) states;
-        `text_padding` ([1, L] bool) marks padded text positions, which the visual tokens do not attend to."""
+        """Add the segment's adapter residuals to the visual ([R*T, H, W, C]) and text ([R, L, C]) states;
+        `text_padding` ([R, L] bool) marks padded text positions, which the visual tokens do not attend to."""
         adapter = self.adapters[self.config.fusion_stages.index(segment)]
         adapter_input = vis.permute(0, 3, 1, 2)
         if context is None:
-            vis_residual, text_residual = adapter(adapter_input, text, vis.shape[0], text_padding)
+            vis_residual, text_residual = adapter(adapter_input, text, num_frames, text_padding)
         else:
             vis_residual, text_residual, projected = adapter.forward_newest(adapter_input, text, context.past(segment),
                                                                             text_padding)
@@ -397,7 +445,7 @@ class Samwise(nn.Module):
         return self._decode(features, index, self._without_memory(features, index), with_motion=False)
 
     def early_pointer_without_memory(self, features: ClipFeatures, index: int) -> Tensor:
-        """What the CME reads of the memory-less decoding ([1, C]): mask token 0's state after the first
+        """What the CME reads of the memory-less decoding ([R, C]): mask token 0's state after the first
         two-way block of SAM2's mask decoder. The rest of the decoder does not run."""
         with self._prompt_hook.appended(self._prompt_tokens(features, index, with_motion=False)):
             return self._first_block_mask_token(self._without_memory(features, index))
@@ -407,21 +455,22 @@ class Samwise(nn.Module):
         as sam2 lays them out (`_forward_sam_heads` without points: one padding point;
         `MaskDecoder.predict_masks`; `TwoWayTransformer.forward`)."""
         decoder, prompt_encoder = self.sam.sam_mask_decoder, self.sam.sam_prompt_encoder
-        padding_point = (torch.zeros(1, 1, 2, device=pix_feat.device),
-                         -torch.ones(1, 1, dtype=torch.int32, device=pix_feat.device))
+        rows = pix_feat.shape[0]
+        padding_point = (torch.zeros(rows, 1, 2, device=pix_feat.device),
+                         -torch.ones(rows, 1, dtype=torch.int32, device=pix_feat.device))
         sparse, dense = prompt_encoder(points=padding_point, boxes=None, masks=None)
         learned = [decoder.iou_token.weight, decoder.mask_tokens.weight]
         if decoder.pred_obj_scores:
             learned.insert(0, decoder.obj_score_token.weight)
-        tokens = torch.cat([torch.cat(learned).unsqueeze(0), sparse], dim=1)
+        tokens = torch.cat([torch.cat(learned).unsqueeze(0).expand(rows, -1, -1), sparse], dim=1)
         image = (pix_feat + dense).flatten(2).permute(0, 2, 1)
         image_pe = prompt_encoder.get_dense_pe().flatten(2).permute(0, 2, 1)
         queries, _ = decoder.transformer.layers[0](queries=tokens, keys=image, query_pe=tokens, key_pe=image_pe)
         return queries[:, len(learned) - 1]  # the mask tokens follow the one-row learned tokens
 
     def _without_memory(self, features: ClipFeatures, index: int) -> Tensor:
-        top = features.frame_feats(index)[-1] + self.sam.no_mem_embed  # [H*W, 1, C]
-        return top.permute(1, 2, 0).reshape(1, -1, *features.feat_sizes[-1])
+        top = features.frame_feats(index)[-1] + self.sam.no_mem_embed  # [H*W, R, C]
+        return top.permute(1, 2, 0).reshape(features.num_rows, -1, *features.feat_sizes[-1])
 
     def _condition_on_memory(self, features: ClipFeatures, index: int, memory: StreamMemory) -> Tensor:
         """Memory attention over the previous frames' spatial memories and object pointers."""
@@ -429,7 +478,7 @@ class Samwise(nn.Module):
         if len(bank) == 0:
             return self._without_memory(features, index)
 
-        def frame_tokens(maps: Tensor) -> Tensor:  # [n, 1, mem_dim, h, w] -> [n*h*w, 1, mem_dim]
+        def frame_tokens(maps: Tensor) -> Tensor:  # [n, R, mem_dim, h, w] -> [n*h*w, R, mem_dim]
             return maps.flatten(3).permute(0, 3, 1, 2).flatten(0, 1)
 
         # temporal encoding by distance: the oldest of n spatial memories is n frames back
@@ -442,7 +491,8 @@ class Samwise(nn.Module):
         if self.sam.use_obj_ptrs_in_encoder:
             hidden, mem_dim = self.sam.hidden_dim, self.sam.mem_dim
             # each C-dim pointer (newest first) becomes C/mem_dim tokens with a zero positional encoding (as released)
-            ptrs = bank.pointers.reshape(-1, 1, hidden // mem_dim, mem_dim).permute(0, 2, 1, 3).flatten(0, 1)
+            ptrs = bank.pointers.reshape(len(bank), features.num_rows, hidden // mem_dim, mem_dim)
+            ptrs = ptrs.permute(0, 2, 1, 3).flatten(0, 1)  # [m*C/mem_dim, R, mem_dim]
             tokens.append(ptrs)
             token_pos.append(ptrs.new_zeros(ptrs.shape))
             num_ptr_tokens = ptrs.shape[0]
@@ -454,13 +504,13 @@ class Samwise(nn.Module):
             memory_pos=torch.cat(token_pos, dim=0),
             num_obj_ptr_tokens=num_ptr_tokens,
         )
-        return conditioned.permute(1, 2, 0).reshape(1, -1, *features.feat_sizes[-1])
+        return conditioned.permute(1, 2, 0).reshape(features.num_rows, -1, *features.feat_sizes[-1])
 
     def _prompt_tokens(self, features: ClipFeatures, index: int, with_motion: bool) -> Tensor:
-        """Extra sparse prompt tokens [1, k, C]: the projected sentence state, then the motion token."""
-        tokens = [self.text_prompt(features.text_state[index : index + 1]).unsqueeze(0)]
+        """Extra sparse prompt tokens [R, k, C]: the projected sentence state, then the motion token."""
+        tokens = [self.text_prompt(features.text_state[:, index]).unsqueeze(1)]
         if with_motion and self.motion_prompt is not None:
-            tokens.append(self.motion_prompt(features.motion_state[index]).unsqueeze(0))
+            tokens.append(self.motion_prompt(features.motion_state[:, index]))
         return torch.cat(tokens, dim=1)
 
     def _decode(self, features: ClipFeatures, index: int, pix_feat: Tensor, with_motion: bool) -> FrameDecoding:
@@ -520,10 +570,11 @@ class Samwise(nn.Module):
 
     def forward_steady(self, frames: Tensor, query: TextQuery, first_index: Tensor, memory: StreamMemory,
                        use_cme: bool, cme_window: int = RELEASE_DECISION_WINDOW) -> list[FrameOutput]:
-        """`forward_clip` for a stream past its warm-up (`warm_up_frames`): every frame past the CME's first
+        """`forward_clip` for streams past their warm-up (`warm_up_frames`): every frame past the CME's first
         window, the memory bank and the fusion context full. Then every input is a tensor whose shape stays
-        the same from call to call (`first_index`: the first frame's index, a device scalar), so that
-        `torch.compile` compiles it once; the outputs' frame indices are device scalars."""
+        the same from call to call (`first_index`: each row's first frame index, a [R] device tensor: the
+        rows may be at different positions of their streams), so that `torch.compile` compiles it once;
+        the outputs' frame indices are device tensors."""
         features = self.encode_clip(frames, query, memory.fusion_context)
         outputs = []
         for index in range(frames.shape[0]):
@@ -540,12 +591,12 @@ class Samwise(nn.Module):
     def _track_frame(self, features: ClipFeatures, index: int, frame_index: int | Tensor, memory: StreamMemory,
                      window_open: bool | Tensor) -> FrameOutput:
         """Decode one frame of a clip with the memory, let the CME decide where `window_open` (False, or a
-        device bool), and write the frame's memory."""
+        device bool per row), and write the frame's memory."""
         decoded = self.decode_with_memory(features, index, memory)
         memory_logits, cme_logits = decoded.high_res_logits, None
-        ran = switched = torch.zeros((), dtype=torch.bool, device=memory_logits.device)
+        ran = switched = torch.zeros(features.num_rows, dtype=torch.bool, device=memory_logits.device)
         if window_open is not False:
-            ran = torch.as_tensor(window_open, device=memory_logits.device)
+            ran = torch.as_tensor(window_open, device=memory_logits.device).expand(features.num_rows)
             cme_logits, switched, memory_logits = self._let_cme_decide(features, index, decoded, ran)
             memory.last_cme_switch = torch.where(switched, frame_index, memory.last_cme_switch)
         memory.bank.add(self.encode_memory(features, index, memory_logits, decoded))
@@ -554,20 +605,22 @@ class Samwise(nn.Module):
 
     def _let_cme_decide(self, features: ClipFeatures, index: int, decoded: FrameDecoding,
                         window_open: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """The CME's logits, whether it switched, and the high-res logits the memory gets: the memory
-        path's, or on a switch those reweighted by the memory-less mask, which is decoded only then."""
+        """The CME's logits and whether it switched, per row, and the high-res logits the memory gets: the
+        memory path's, or where it switched those reweighted by the memory-less mask, which is decoded
+        only when some row switched."""
         # the hook's tokens are set outside the branch: a branch of a compiled graph keeps no Python state
         with self._prompt_hook.appended(self._prompt_tokens(features, index, with_motion=False)):
             pix_feat = self._without_memory(features, index)
             cme_logits = self.cme(decoded.obj_ptr.detach(), self._first_block_mask_token(pix_feat).detach())
-            switched = window_open & (cme_logits[0].argmax() == 1)
+            switched = window_open & (cme_logits.argmax(-1) == 1)  # [R]
 
-            def reweighted(memory_logits: Tensor, pix_feat: Tensor, *high_res_feats: Tensor) -> Tensor:
+            def reweighted(memory_logits: Tensor, switched: Tensor, pix_feat: Tensor, *high_res_feats: Tensor) -> Tensor:
                 memoryless = self._run_sam_heads(pix_feat, list(high_res_feats)).high_res_logits
-                return reweight_memory_logits(memory_logits, memoryless, self.config.switch_memory)
+                reweighted = reweight_memory_logits(memory_logits, memoryless, self.config.switch_memory)
+                return torch.where(switched.view(-1, 1, 1, 1), reweighted, memory_logits)
 
-            memory_logits = branch(switched, reweighted, lambda logits, *_: logits,
-                                   (decoded.high_res_logits, pix_feat, *features.high_res_feats(index)))
+            memory_logits = branch(switched.any(), reweighted, lambda logits, *_: logits,
+                                   (decoded.high_res_logits, switched, pix_feat, *features.high_res_feats(index)))
             return cme_logits, switched, memory_logits
 
     def forward_train(self, frames: Tensor, query: TextQuery, train_object_scores: bool = False,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import functools
 import hashlib
 import json
@@ -42,6 +43,7 @@ __all__ = [
     "write_official_checkpoint",
     "write_corrupt_files",
     "save_tiny_model",
+    "fixed_cme_decision",
 ]
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -539,3 +541,19 @@ def save_tiny_model(directory: Path, tokenizer, force_cme_switch: bool = False) 
             model.cme.decision_head.weight.zero_()
             model.cme.decision_head.bias.copy_(torch.tensor([0.0, 10.0]))
     return model.save(directory)
+
+
+@contextlib.contextmanager
+def fixed_cme_decision(model, switch: bool):
+    """Within the block the model's CME decides `switch` on every frame it decides on."""
+    head = model.cme.decision_head
+    saved = head.weight.detach().clone(), head.bias.detach().clone()
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor([0.0, 10.0] if switch else [10.0, 0.0]))
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            head.weight.copy_(saved[0])
+            head.bias.copy_(saved[1])

@@ -1,11 +1,13 @@
 """The network on its own: sizes, HSA locality, the CME's early pointer, a tiny clip forward."""
 
+import contextlib
 import dataclasses
 import re
 
 import pytest
 import torch
 
+from helpers.fixtures import fixed_cme_decision
 from samwise_ros import Samwise, SamwiseConfig
 from samwise_ros.model.cme import cme_window_open
 from samwise_ros.model.adapter import HierarchicalSelectiveAttention, sine_time_embedding
@@ -203,7 +205,7 @@ def test_sparse_prompt_is_two_empty_points_then_the_projected_sentence_state(tin
     with torch.inference_mode():
         tiny_model.forward_clip(frames, query, [0], tiny_model.new_stream_memory())
         state = tiny_model.encode_clip(frames, query).text_state  # token 0's final state
-        expected_text = tiny_model.text_prompt(state[0])
+        expected_text = tiny_model.text_prompt(state[0, 0])  # row 0, frame 0
     handle.remove()
     (sparse,) = prompts
     not_a_point = tiny_model.sam.sam_prompt_encoder.not_a_point_embed.weight[0]
@@ -258,7 +260,7 @@ def full_window_fuse(model, window):
     visual residual."""
     inputs = {}
 
-    def fuse(segment, vis, text, text_padding, context):
+    def fuse(segment, vis, text, num_frames, text_padding, context):
         adapter = model.adapters[model.config.fusion_stages.index(segment)]
         past = inputs.setdefault(segment, [])
         past.append(vis.permute(0, 3, 1, 2))
@@ -339,3 +341,45 @@ def test_a_query_padded_to_a_fixed_length_gives_the_unpadded_results(tiny_model,
         leaky = tiny_model.encode_clip(frames[:2], dataclasses.replace(padded, padded=False))
         exact = tiny_model.encode_clip(frames[:2], padded)
     assert not torch.allclose(leaky.vision_feats[-1], exact.vision_feats[-1], atol=1e-4)
+
+
+ROW_QUERIES = ("the red ball rolling to the left", "the ball", "a small green square on the table")
+
+
+@pytest.mark.parametrize("mode, switching", [("clip", False), ("frame", False), ("frame", True)])
+def test_rows_in_one_forward_equal_each_row_alone(tiny_model, mode, switching):
+    """Queries of three lengths as the rows of one batch (padded to the longest), each with its own memory
+    and CME: every output equals that row's query run alone. With a CME that always switches, the switched
+    rows' memory takes the memory-less mask; without, the random CME decides per row."""
+    torch.manual_seed(8)
+    frames = torch.randn(12, 3, 128, 112)
+    window = 4 if mode == "frame" else None
+
+    def stream(query):
+        memory = tiny_model.new_stream_memory(window, rows=query.rows)
+        with torch.inference_mode():
+            query = tiny_model.encode_query(query)
+            if mode == "clip":
+                return [out for start in (0, 4, 8) for out in
+                        tiny_model.forward_clip(frames[start : start + 4], query, range(start, start + 4), memory)]
+            return [tiny_model.forward_clip(frames[i : i + 1], query, [i], memory)[0] for i in range(12)]
+
+    model = tiny_model
+    with fixed_cme_decision(model, switch=True) if switching else contextlib.nullcontext():
+        singles = [stream(model.tokenize(text)) for text in ROW_QUERIES]
+        batched = stream(model.stack_queries([model.tokenize(text) for text in ROW_QUERIES]))
+    decided = 0
+    for row, single in enumerate(singles):
+        for together, alone in zip(batched, single):
+            torch.testing.assert_close(together.low_res_logits[row : row + 1], alone.low_res_logits, rtol=0, atol=1e-5)
+            torch.testing.assert_close(together.object_score_logits[row : row + 1], alone.object_score_logits,
+                                       rtol=0, atol=1e-5)
+            assert (bool(together.cme_ran[row]), bool(together.cme_switched[row])) == (bool(alone.cme_ran[0]),
+                                                                                       bool(alone.cme_switched[0]))
+            if alone.cme_logits is not None:
+                torch.testing.assert_close(together.cme_logits[row : row + 1], alone.cme_logits, rtol=0, atol=1e-5)
+                decided += 1
+    assert decided > 0
+    if switching:  # wherever the window rule lets it decide, every row switches
+        assert all(torch.equal(out.cme_switched, out.cme_ran) for out in batched)
+        assert sum(int(out.cme_switched.sum()) for out in batched) >= 3 * len(ROW_QUERIES)

@@ -1,6 +1,5 @@
 """StreamTracker: clip/frame modes, bounded memory, CME events, resets and odd inputs."""
 
-import contextlib
 import gc
 import warnings
 import weakref
@@ -10,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers.fixtures import fixed_cme_decision
 from samwise_ros.model.cme import RELEASE_DECISION_WINDOW, reweight_memory_logits
 from samwise_ros.preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess_frame, resized_shape
 from samwise_ros.tracker import StreamTracker
@@ -27,22 +27,6 @@ def run(tracker, frames, start_stamp=0.0):
     for i, frame in enumerate(frames):
         results += tracker.push(frame, stamp=start_stamp + 0.1 * i)
     return results + tracker.flush()
-
-
-@contextlib.contextmanager
-def fixed_cme_decision(model, switch: bool):
-    """Within the block the model's CME decides `switch` on every frame it decides on."""
-    head = model.cme.decision_head
-    saved = head.weight.detach().clone(), head.bias.detach().clone()
-    with torch.no_grad():
-        head.weight.zero_()
-        head.bias.copy_(torch.tensor([0.0, 10.0] if switch else [10.0, 0.0]))
-    try:
-        yield model
-    finally:
-        with torch.no_grad():
-            head.weight.copy_(saved[0])
-            head.bias.copy_(saved[1])
 
 
 @pytest.fixture
